@@ -12,4 +12,5 @@ HEADS: dict[str, str] = {
     "vision": "tasks.vision",
     "graph": "tasks.graph",
     "sentiment": "tasks.sentiment",
+    "seq2seq": "tasks.seq2seq",
 }

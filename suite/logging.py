@@ -1,0 +1,93 @@
+"""Loggers (W&B offline-first, CSV always) and media helpers.
+
+W&B is the dashboard. Its mode: ``disabled`` under pytest or when ``SUITE_WANDB=disabled``;
+``online`` when asked for (``SUITE_WANDB=online``) or when ``WANDB_API_KEY`` is set;
+otherwise ``offline`` - the run is written inside the run directory and can be uploaded later
+with the ``wandb sync`` line printed at the end. Offline mode never touches the network, so it
+cannot hang; online start-up has a bounded timeout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+
+
+def wandb_mode(requested: str | None = None) -> str:
+    """``disabled`` | ``offline`` | ``online`` from the request and the environment."""
+    requested = requested or os.environ.get("SUITE_WANDB")
+    if "PYTEST_CURRENT_TEST" in os.environ and requested is None:
+        return "disabled"
+    if requested in ("disabled", "offline", "online"):
+        return requested
+    if requested is not None:
+        raise ValueError(f"unknown W&B mode {requested!r}; expected disabled|offline|online")
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+def make_loggers(run_dir: Path, *, experiment: str, name: str, tags: list[str],
+                 config: dict[str, Any] | None = None, mode: str | None = None
+                 ) -> list[Logger]:
+    """A CSV logger (``run_dir/metrics.csv``) and, unless disabled, a W&B logger.
+
+    W&B: project ``suite``, group = experiment, tags = head / model / data set.
+    """
+    run_dir = Path(run_dir)
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    mode = wandb_mode(mode)
+    if mode != "disabled":
+        import wandb
+
+        loggers.append(WandbLogger(
+            project=os.environ.get("WANDB_PROJECT", "suite"), group=experiment, name=name,
+            tags=tags, save_dir=str(run_dir), mode=mode, config=config,
+            settings=wandb.Settings(init_timeout=60, silent=True, console="off")))
+    return loggers
+
+
+def wandb_sync_hint(run_dir: Path) -> str | None:
+    """The command that uploads an offline run, if one was written."""
+    runs = sorted((Path(run_dir) / "wandb").glob("offline-run-*"))
+    return f"wandb sync {runs[-1]}" if runs else None
+
+
+def log_figure(module: Any, key: str, fig: Any) -> Path | None:
+    """Save a matplotlib figure as ``<run_dir>/media/<key>.png`` and log it to W&B.
+
+    ``module`` is a LightningModule attached to a trainer; without one nothing is written.
+    """
+    import matplotlib.pyplot as plt
+
+    trainer = getattr(module, "_trainer", None)
+    path = None
+    if trainer is not None and trainer.is_global_zero:
+        media = Path(trainer.default_root_dir) / "media"
+        media.mkdir(parents=True, exist_ok=True)
+        path = media / f"{key.replace('/', '_')}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        for logger in module.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(path)], step=module.global_step)
+    plt.close(fig)
+    return path
+
+
+def log_table(module: Any, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Log a table of predictions/examples to W&B (and as CSV under ``media/``)."""
+    import csv
+
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or not trainer.is_global_zero:
+        return
+    media = Path(trainer.default_root_dir) / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    with open(media / f"{key.replace('/', '_')}.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    for logger in module.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=key, columns=columns, data=rows, step=module.global_step)

@@ -1,0 +1,179 @@
+"""TaskModule: the LightningModule every head extends.
+
+A head implements ``step(batch, stage) -> loss`` (logging its own metrics), ``batch_size``
+and ``predict_inputs``; the base supplies the optimiser (AdamW, warmup + cosine or Noam),
+parameter counts, throughput and peak-memory logging, and attention-map logging.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import resource
+import sys
+import time
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from suite.logging import log_figure
+
+Stage = Literal["train", "val", "test"]
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process: CUDA's allocator peak on a GPU, else the peak RSS."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 matmuls (AMX or AVX512-BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """``auto`` -> ``bf16-mixed`` where the GPU or CPU has fast bf16, else ``32-true``."""
+    if precision != "auto":
+        return precision
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_has_bf16() else "32-true"
+
+
+def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
+                  min_lr_ratio: float = 0.0) -> float:
+    """Learning-rate factor at optimiser ``step`` (the peak factor is 1 for every schedule).
+
+    cosine: linear warmup to 1, then half a cosine down to ``min_lr_ratio`` at the last step.
+    noam:   the Transformer paper's ``min(step^-0.5, step * warmup^-1.5)``, scaled to peak 1.
+    constant: linear warmup then flat.
+    """
+    step = step + 1
+    if schedule == "noam":
+        warmup = max(1, warmup_steps)
+        return min(step ** -0.5, step * warmup ** -1.5) * warmup ** 0.5
+    if step <= warmup_steps:
+        return step / max(1, warmup_steps)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class TaskModule(pl.LightningModule, abc.ABC):
+    """Base for every head: optimiser, schedules, throughput, memory and map logging.
+
+    Args:
+        lr: peak learning rate.
+        weight_decay: AdamW decoupled weight decay (matrices only; never biases, norms or
+            1-D parameters, which decay would only pull toward zero).
+        betas: AdamW betas.
+        schedule: ``cosine`` (warmup + cosine), ``noam`` or ``constant``.
+        warmup_steps: optimiser steps of linear warmup; ``warmup_fraction`` is used if 0.
+        warmup_fraction: warmup as a fraction of all training steps.
+        min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``.
+    """
+
+    def __init__(self, lr: float = 1e-3, weight_decay: float = 0.05,
+                 betas: tuple[float, float] = (0.9, 0.999),
+                 schedule: Literal["cosine", "noam", "constant"] = "cosine",
+                 warmup_steps: int = 0, warmup_fraction: float = 0.05,
+                 min_lr_ratio: float = 0.01) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._train_samples = 0
+        self._train_seconds = 0.0
+        self._epoch_start: float | None = None
+
+    # ------------------------------------------------------------------ head interface
+    @abc.abstractmethod
+    def step(self, batch: Any, stage: Stage) -> Tensor:
+        """Compute and log the loss and metrics of one batch; return the loss."""
+
+    @abc.abstractmethod
+    def batch_size(self, batch: Any) -> int:
+        """Number of examples in ``batch`` (for throughput and metric averaging)."""
+
+    @abc.abstractmethod
+    def predict_inputs(self, inputs: list[str]) -> list[str]:
+        """Turn a user's files or strings into printable predictions, one line each.
+
+        Raises :class:`suite.data.DataError` naming the input that is not usable.
+        """
+
+    # ------------------------------------------------------------------ loops
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        loss = self.step(batch, "train")
+        self._train_samples += self.batch_size(batch)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.step(batch, "test")
+
+    # ------------------------------------------------------------------ throughput
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_start is not None:
+            self._train_seconds += time.perf_counter() - self._epoch_start
+        self.log("perf/samples_per_second", self.samples_per_second)
+        self.log("perf/peak_memory_mb", peak_memory_mb())
+
+    @property
+    def samples_per_second(self) -> float:
+        """Training examples per second of training-epoch wall time (validation excluded)."""
+        return self._train_samples / self._train_seconds if self._train_seconds else 0.0
+
+    def on_fit_start(self) -> None:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        for logger in self.loggers:
+            logger.log_hyperparams({"params": total, "trainable_params": trainable})
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ media
+    def log_attention_maps(self, maps: Tensor, key: str, titles: list[str] | None = None
+                           ) -> None:
+        """Draw up to 8 attention maps ``(n, Tq, Tk)`` side by side and log them as an image."""
+        import matplotlib.pyplot as plt
+
+        maps = maps.detach().float().cpu()[:8]
+        fig, axes = plt.subplots(1, len(maps), figsize=(2.6 * len(maps), 2.8), squeeze=False)
+        for i, (ax, m) in enumerate(zip(axes[0], maps, strict=False)):
+            ax.imshow(m.numpy(), cmap="viridis", aspect="auto")
+            ax.set_title(titles[i] if titles else f"{i}", fontsize=8)
+            ax.set_xlabel("key")
+            ax.set_ylabel("query")
+        fig.tight_layout()
+        log_figure(self, key, fig)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = hp.warmup_steps or int(hp.warmup_fraction * total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: lr_multiplier(s, hp.schedule, warmup, total, hp.min_lr_ratio))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,270 @@
+"""``suite train`` / ``suite test``: LightningCLI wired to run directories, loggers, checkpoints
+and ``summary.json``.
+
+Every run writes ``runs/<head>/<experiment>/<run-name>/``: the resolved ``config.yaml``,
+``checkpoints/`` (last and best), ``metrics.csv``, the W&B offline run and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import inspect
+import platform
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from suite.data import atomic_write_bytes
+from suite.logging import make_loggers, wandb_sync_hint
+from suite.module import TaskModule, peak_memory_mb, resolve_precision
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class CLIError(Exception):
+    """A configuration mistake caught while parsing; reported as one line, exit code 2."""
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+                       cpu)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "threads": torch.get_num_threads(), "gpu": gpu}
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchmetrics
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__}
+
+
+def _scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items()
+            if torch.is_tensor(v) and v.numel() == 1}
+
+
+class RunSummary(Callback):
+    """Writes ``summary.json`` at the end of fit and of test (merging, never half-written)."""
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.info = info
+        self.fit_start = 0.0
+
+    def _write(self, update: dict[str, Any]) -> None:
+        summary = json.loads(self.path.read_text()) if self.path.is_file() else dict(self.info)
+        metrics = {**summary.get("metrics", {}), **update.pop("metrics", {})}
+        summary.update(update, metrics=metrics)
+        atomic_write_bytes(self.path, json.dumps(summary, indent=2).encode())
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.fit_start = time.perf_counter()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        assert isinstance(pl_module, TaskModule)
+        self._write({"params": pl_module.num_parameters(),
+                     "train_seconds": round(time.perf_counter() - self.fit_start, 2),
+                     "samples_per_second": round(pl_module.samples_per_second, 2),
+                     "peak_memory_mb": round(peak_memory_mb(), 1),
+                     "epochs": trainer.current_epoch, "steps": trainer.global_step,
+                     "metrics": _scalar_metrics(trainer)})
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            metrics = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test")}
+            self._write({"params": sum(p.numel() for p in pl_module.parameters()),
+                         "metrics": metrics})
+
+
+class SuiteCLI(LightningCLI):
+    """LightningCLI plus a ``run`` group: experiment, name, root, W&B mode, resume, test."""
+
+    head_name = "head"
+    run_dir = Path("runs")
+
+    def add_arguments_to_parser(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--run.experiment", default="adhoc", help="group (W&B, runs/)")
+        parser.add_argument("--run.name", default=None, help="run name (default: timestamp)")
+        parser.add_argument("--run.root", default="runs", help="where run directories go")
+        parser.add_argument("--run.wandb", default=None,
+                            help="W&B mode: offline (default), online or disabled")
+        parser.add_argument("--run.resume", default=None,
+                            help="checkpoint to resume from, or 'last' for this run's last.ckpt")
+        parser.add_argument("--run.test", default=True, type=bool,
+                            help="test the best checkpoint after training")
+        parser.add_argument("--run.monitor", default=None,
+                            help="metric for the best checkpoint (default: the head's)")
+
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        """The trainer LightningCLI would build, wired to this run's directory: CSV + W&B
+        loggers, last/best checkpoints, the LR monitor and ``summary.json``."""
+        run = self.config["run"]
+        name = run.get("name") or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        head = self.head_name
+        self.run_dir = Path(run["root"]) / head / run["experiment"] / name
+        model, data = self.model, self.datamodule
+        info = {"head": head, "name": name, "experiment": run["experiment"],
+                "model": getattr(model.hparams, "model", type(model).__name__),
+                "dataset": getattr(getattr(data, "hparams", None), "dataset", None),
+                "seed": self.config.get("seed_everything"), "git_sha": git_sha(),
+                "hardware": hardware(), "versions": versions(), "command": " ".join(sys.argv),
+                "precision": str(self.config["trainer"].get("precision"))}
+        trainer_config = self.config["trainer"]
+        callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks")
+                         or [])
+        callbacks.append(RunSummary(self.run_dir / "summary.json", info))
+        if not trainer_config.get("fast_dev_run"):
+            monitor = run.get("monitor") or model.monitor[0]
+            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints",
+                                             filename="best", monitor=monitor,
+                                             mode=model.monitor[1], save_last=True))
+        loggers: Any = False
+        if trainer_config.get("logger") is not False:
+            tags = [head, str(info["model"]), str(info["dataset"])]
+            loggers = make_loggers(self.run_dir, experiment=run["experiment"], name=name,
+                                   tags=tags, mode=run["wandb"], config=_plain(self.config))
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        kwargs.update(default_root_dir=str(self.run_dir), logger=loggers, callbacks=callbacks)
+        return super().instantiate_trainer(**kwargs)
+
+
+def init_keys(cls: type) -> list[str]:
+    """The ``__init__`` parameters a class accepts, following ``**kwargs`` up to its bases."""
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        keys += [p.name for p in params if p.name != "self"
+                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return keys
+
+
+def _one_line(err: BaseException, classes: dict[str, type]) -> str:
+    """jsonargparse's multi-line message as one line; an unknown key lists the valid ones."""
+    text = " ".join(str(err).split())
+    unknown = re.search(r"[Uu]nrecognized arguments: (.+)$", text)
+    expected = (re.search(r"Key \"?'?([\w.]+)'?\"? is not expected", text)
+                or re.search(r"does not accept option '([\w.]+)'", text))
+    key = unknown.group(1).strip() if unknown else expected.group(1) if expected else None
+    if key is None:
+        return text[:500]
+    group = re.match(r"-*(model|data)\.", key) or re.search(r"\b(model|data)\b", text)
+    message = f"unknown key {key}"
+    if group:
+        name = group.group(1)
+        message += f"; valid --{name}.* keys: {', '.join(init_keys(classes[name]))}"
+    return message
+
+
+def build_cli(head_name: str, head: Any, args: list[str], *, trainer_defaults: dict[str, Any]) -> SuiteCLI:
+    """Parse ``args`` for ``head`` into a SuiteCLI with model, data and trainer instantiated."""
+    from suite.cli import CONFIGS, import_object
+
+    default_config = CONFIGS / head_name / "default.yaml"
+    model_class = import_object(head.MODULE)
+    datamodule_class = import_object(head.DATAMODULE)
+    args = [a.replace("--trainer.precision=auto",
+                      f"--trainer.precision={resolve_precision()}") for a in args]
+    cli_class = type(f"{head_name.title()}CLI", (SuiteCLI,), {"head_name": head_name})
+    warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+    try:
+        cli = cli_class(model_class, datamodule_class, args=args, run=False,
+                       seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                       parser_kwargs={"exit_on_error": False, "prog": f"suite train {head_name}",
+                                      "default_config_files": [str(default_config)]
+                                      if default_config.is_file() else []},
+                       trainer_defaults=trainer_defaults)
+    except Exception as err:  # jsonargparse raises its own ArgumentError subclasses
+        if type(err).__name__ in ("ArgumentError", "ParserError", "NSKeyError"):
+            classes = {"model": model_class, "data": datamodule_class}
+            raise CLIError(_one_line(err, classes)) from err
+        raise
+    return cli
+
+
+def run_lightning(head_name: str, head: Any, args: list[str], *, test: bool) -> int:
+    """``suite train`` (fit, then test the best checkpoint) or ``suite test --ckpt``."""
+    from suite.cli import UsageError
+
+    ckpt = None
+    if test:
+        if "--ckpt" not in args:
+            raise UsageError("test needs --ckpt PATH")
+        i = args.index("--ckpt")
+        ckpt = Path(args[i + 1])
+        args = args[:i] + args[i + 2:]
+        if not ckpt.is_file():
+            raise UsageError(f"checkpoint {ckpt} does not exist")
+        saved = ckpt.parent.parent / "config.yaml"
+        if saved.is_file():
+            args = ["-c", str(saved), *args]
+    if any(a in ("-h", "--help") for a in args):
+        args = [a for a in args if a not in ("-h", "--help")] + ["--help"]
+    defaults = {"precision": resolve_precision()}
+    try:
+        cli = build_cli(head_name, head, args, trainer_defaults=defaults)
+    except CLIError as err:
+        raise UsageError(str(err)) from err
+    return _run(cli, head_name, ckpt)
+
+
+def _run(cli: SuiteCLI, head_name: str, ckpt: Path | None) -> int:
+    trainer, model, datamodule, run = cli.trainer, cli.model, cli.datamodule, cli.config["run"]
+    if ckpt is not None:
+        trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
+    else:
+        resume = run.get("resume")
+        if resume == "last":
+            resume = str(cli.run_dir / "checkpoints" / "last.ckpt")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        if run.get("test") and not trainer.interrupted:
+            best = None if trainer.fast_dev_run else "best"
+            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+    _finish(trainer, cli.run_dir)
+    return 0
+
+
+def _plain(config: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(config.as_dict(), default=str))
+
+
+def _finish(trainer: pl.Trainer, run_dir: Path) -> None:
+    if not trainer.is_global_zero:
+        return
+    print(f"run directory: {run_dir}")
+    hint = wandb_sync_hint(run_dir)
+    if hint and os.environ.get("WANDB_MODE") != "disabled":
+        print(f"W&B offline run saved; upload it with: {hint}")

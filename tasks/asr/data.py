@@ -1,0 +1,418 @@
+"""Data layer of the ASR head: features, the two data sets, and the LightningDataModule.
+
+Features are 80-bin log-mel spectra of 16 kHz audio with 25 ms windows (400 samples) every
+10 ms (160 samples), so ``n`` samples give ``1 + n // 160`` frames. They are normalised per
+mel bin with the mean/std of the *training* set, which :class:`ASRDataModule` exposes so a
+checkpoint can carry them and predict on a user's file the same way (:func:`load_audio_file`).
+
+Data sets (cache layout under ``$SUITE_DATA_DIR/asr/``):
+
+- ``synthetic-n{N}-s{seed}/``: the synthesized corpus of :mod:`tasks.asr.corpus`
+  (``manifest.jsonl``, ``audio/*.flac``) plus ``features.pt`` (all log-mels in one float16
+  tensor with offsets, and the training-set statistics) so an epoch reads no audio.
+- ``asterisk.pt``: the Asterisk prompts, real speech of one professional US voice, decoded from
+  G.722 (Debian ``asterisk-core-sounds-en-g722``) with transcripts from Debian
+  ``asterisk-core-sounds-en``. The transcript file is fetched with a sha256; the audio is many
+  files, so the sha256 of a listing of (name, sha256 of its ``.g722``) is checked instead, which
+  holds whatever the ``.deb`` packaging around the files. Used only as a test set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import re
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from suite.data import DataError, DebianMember, RemoteFile, atomic_path, cache_dir, fetch
+from suite.data import pad_sequences as pad
+from tasks.asr import corpus
+from tasks.asr.text import VOCAB, encode, normalize
+
+SAMPLE_RATE = 16_000
+N_MELS = 80
+WIN_LENGTH = 400  # 25 ms
+HOP_LENGTH = 160  # 10 ms
+DEFAULT_CORPUS_SIZE = 4000
+DATASETS = ("synthetic", "asterisk")
+TEST_SETS = ("unseen_voices", "asterisk")
+"""Order of the test dataloaders: held-out synthetic voices first, then real speech."""
+
+ASTERISK_TRANSCRIPTS = RemoteFile(
+    "asr/asterisk/core-sounds-en.txt.gz",
+    "436538195b7c7361bd227036686f1a4039f694648c76573bdaca956655d34450",
+    (DebianMember("asterisk-core-sounds-en",
+                  "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"),))
+ASTERISK_AUDIO_PACKAGE = "asterisk-core-sounds-en-g722"
+ASTERISK_AUDIO_DIR = "usr/share/asterisk/sounds/en_US_f_Allison"
+ASTERISK_LISTING_SHA256 = "826db3fcd1ce88da1904951d88b8a1abfcd48f39c658acd2af136c05a1c2e441"
+ASTERISK_COUNT = 551
+# Transcript typos and a reading the generic rules cannot know (checked against the audio).
+_ASTERISK_FIXES = {"exclaimation": "exclamation", "represenatives": "representatives",
+                   "umute": "unmute", "Un-indentified": "Unidentified", "witheld": "withheld",
+                   "fourtieth": "fortieth", "H.323": "H 3 2 3"}
+
+
+@lru_cache(maxsize=1)
+def _mel() -> torchaudio.transforms.MelSpectrogram:
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
+        n_mels=N_MELS)
+
+
+def num_frames(num_samples: int) -> int:
+    """Frames the centred STFT gives for ``num_samples`` samples at a 10 ms hop."""
+    return 1 + num_samples // HOP_LENGTH
+
+
+def log_mel(audio: torch.Tensor) -> torch.Tensor:
+    """Mono 16 kHz audio ``(samples,)`` -> log-mel ``(frames, 80)`` (natural log, floor 1e-6)."""
+    with torch.no_grad():
+        return torch.log(_mel()(audio.float()) + 1e-6).T.contiguous()
+
+
+def _riff_truncated(path: Path, size: int) -> bool:
+    """A WAV whose header promises more bytes than the file has (libsndfile reads it quietly)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:4] != b"RIFF":
+        return False
+    declared = int.from_bytes(head[4:8], "little")
+    return declared not in (0, 0xFFFFFFFF) and declared + 8 > size
+
+
+def load_audio(path: str | Path) -> torch.Tensor:
+    """Read any sample rate, mono or stereo, as mono 16 kHz float ``(samples,)``.
+
+    Raises :class:`DataError` with one line naming the file for anything a user could hand
+    over by mistake: a missing, empty, non-audio, truncated, too short or silent file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as err:
+        reason = str(err).splitlines()[0].replace(f"Error opening {str(path)!r}: ", "")
+        raise DataError(f"{path}: not a readable audio file, or truncated ({reason})") from err
+    if _riff_truncated(path, size):
+        raise DataError(f"{path}: truncated audio file (header size exceeds the file)")
+    audio = torch.from_numpy(data).mean(dim=1)
+    if rate != SAMPLE_RATE:
+        audio = torchaudio.functional.resample(audio, rate, SAMPLE_RATE)
+    if audio.numel() < WIN_LENGTH:
+        raise DataError(f"{path}: too short ({audio.numel()} samples at 16 kHz; at least "
+                        f"{WIN_LENGTH} needed)")
+    if audio.abs().max() < 1e-4:
+        raise DataError(f"{path}: audio is silent (peak below -80 dBFS)")
+    return audio
+
+
+def load_audio_file(path: str | Path, mean: torch.Tensor | None = None,
+                    std: torch.Tensor | None = None) -> torch.Tensor:
+    """Features ``(frames, 80)`` of a user's audio file for predict; normalised with the
+    checkpoint's ``mean``/``std`` when given (they must be, to match training batches)."""
+    features = log_mel(load_audio(path))
+    return features if mean is None or std is None else (features - mean) / std
+
+
+# ----------------------------------------------------------------------------- data sets
+
+
+def parse_asterisk_transcripts(raw: str) -> dict[str, str]:
+    """``name: text`` lines -> normalised transcripts; silence and bracketed notes dropped.
+
+    ``[...]`` texts are sound descriptions, ``<...>`` beeps and ``(...)`` notes to the
+    reader: none is spoken, so they are removed and prompts left with no words are dropped.
+    """
+    out = {}
+    for line in raw.splitlines():
+        if not line.strip() or line.startswith(";"):
+            continue
+        name, _, text = line.partition(":")
+        if name.startswith("silence/"):
+            continue
+        text = re.sub(r"\[[^\]]*\]|<[^>]*>|\([^)]*\)", " ", text)
+        for wrong, right in _ASTERISK_FIXES.items():
+            text = text.replace(wrong, right)
+        if normalize(text):
+            out[name.strip()] = normalize(text)
+    return out
+
+
+def asterisk_transcripts() -> dict[str, str]:
+    """All normalised Asterisk transcripts (also used to keep them out of the training text)."""
+    return parse_asterisk_transcripts(gzip.decompress(fetch(ASTERISK_TRANSCRIPTS).read_bytes())
+                                      .decode("utf-8"))
+
+
+def _asterisk_path() -> Path:
+    return cache_dir() / "asr" / "asterisk.pt"
+
+
+def prepare_asterisk() -> Path:
+    """Decode, verify and cache the Asterisk test set (idempotent, atomic)."""
+    target = _asterisk_path()
+    if target.is_file():
+        return target
+    import G722
+
+    texts = asterisk_transcripts()
+    # suite.data reads one member per extraction; 550 members need the .deb extracted once.
+    deb = DebianMember(ASTERISK_AUDIO_PACKAGE, ASTERISK_AUDIO_DIR)._deb()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True, capture_output=True)
+        root = Path(tmp) / ASTERISK_AUDIO_DIR
+        blobs = {str(p.relative_to(root))[: -len(".g722")]: p.read_bytes()
+                 for p in root.rglob("*.g722")}
+    names = sorted(set(blobs) & set(texts))
+    listing = "".join(f"{n}\t{hashlib.sha256(blobs[n]).hexdigest()}\n" for n in names)
+    digest = hashlib.sha256(listing.encode()).hexdigest()
+    if digest != ASTERISK_LISTING_SHA256 or len(names) != ASTERISK_COUNT:
+        raise DataError(f"{ASTERISK_AUDIO_PACKAGE}: {len(names)} prompts with listing sha256 "
+                        f"{digest[:12]}..., expected {ASTERISK_COUNT} and "
+                        f"{ASTERISK_LISTING_SHA256[:12]}...")
+    audio = [torch.from_numpy(np.asarray(G722.G722(SAMPLE_RATE, 64000).decode(blobs[n]),
+                                         dtype=np.int16)) for n in names]
+    features = [log_mel(a.float() / 32768.0) for a in audio]
+    payload = {"names": names, "texts": [texts[n] for n in names], "audio": audio,
+               "listing_sha256": digest, **_pack(features)}
+    with atomic_path(target) as tmp_path:
+        torch.save(payload, tmp_path)
+    return target
+
+
+def _pack(features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    lengths = torch.tensor([len(f) for f in features])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    return {"features": torch.cat(features).half(), "offsets": offsets}
+
+
+def corpus_dir(corpus_size: int, seed: int) -> Path:
+    return cache_dir() / "asr" / f"synthetic-n{corpus_size}-s{seed}"
+
+
+def prepare_synthetic(corpus_size: int = DEFAULT_CORPUS_SIZE, seed: int = 0,
+                      workers: int = 2) -> Path:
+    """Synthesize the corpus, then its features and training-set statistics (idempotent)."""
+    root = corpus_dir(corpus_size, seed)
+    target = root / "features.pt"
+    if target.is_file():
+        return target
+    manifest = corpus.build_corpus(root, corpus_size, seed,
+                                   exclude=set(asterisk_transcripts().values()), workers=workers)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    features, count = [], 0
+    total = torch.zeros(N_MELS, dtype=torch.float64)
+    squares = torch.zeros(N_MELS, dtype=torch.float64)
+    for row in rows:
+        feats = log_mel(load_audio(root / row["path"]))
+        if row["split"] == "train":
+            count += len(feats)
+            total += feats.sum(0, dtype=torch.float64)
+            squares += feats.double().pow(2).sum(0)
+        features.append(feats.half())
+    if count == 0:
+        raise DataError(f"{root}: no training utterances; use a larger corpus_size")
+    mean = total / count
+    std = (squares / count - mean.pow(2)).clamp_min(1e-6).sqrt()
+    payload = {"rows": rows, "mean": mean.float(), "std": std.float(), **_pack(features)}
+    with atomic_path(target) as tmp_path:
+        torch.save(payload, tmp_path)
+    return target
+
+
+def prepare(dataset: str | None = None) -> None:
+    """Build the named data set (``synthetic`` at its default size, ``asterisk``), or all."""
+    if dataset not in (None, *DATASETS):
+        raise DataError(f"unknown ASR data set {dataset!r}; choose from {', '.join(DATASETS)}")
+    if dataset in (None, "asterisk"):
+        prepare_asterisk()
+    if dataset in (None, "synthetic"):
+        prepare_synthetic()
+
+
+def available() -> dict[str, bool]:
+    """Which data sets are in the cache now (nothing is fetched or built)."""
+    return {"synthetic": (corpus_dir(DEFAULT_CORPUS_SIZE, 0) / "features.pt").is_file(),
+            "asterisk": _asterisk_path().is_file()}
+
+
+def load_asterisk() -> dict:
+    """The cached Asterisk set, checked against the verified listing it was built from."""
+    payload = torch.load(prepare_asterisk(), weights_only=True)
+    if payload["listing_sha256"] != ASTERISK_LISTING_SHA256 or len(payload["names"]) != \
+            ASTERISK_COUNT:
+        raise DataError(f"{_asterisk_path()}: stale or corrupt cache; delete it and prepare again")
+    return payload
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+class FeatureDataset(Dataset):
+    """Utterances of a packed feature tensor: normalised features, target ids and text."""
+
+    def __init__(self, packed: dict, texts: list[str], indices: list[int], mean: torch.Tensor,
+                 std: torch.Tensor, spec_augment: bool = False) -> None:
+        self.features, self.offsets = packed["features"], packed["offsets"]
+        self.texts, self.indices = texts, indices
+        self.mean, self.std = mean, std
+        # Two frequency and two time masks, as in SpecAugment's LibriSpeech "LD" policy.
+        freq, time = torchaudio.transforms.FrequencyMasking, torchaudio.transforms.TimeMasking
+        self.masks = (torch.nn.Sequential(freq(27), freq(27), time(40, p=0.2), time(40, p=0.2))
+                      if spec_augment else None)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def length(self, i: int) -> int:
+        j = self.indices[i]
+        return int(self.offsets[j + 1] - self.offsets[j])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        j = self.indices[i]
+        x = (self.features[self.offsets[j]:self.offsets[j + 1]].float() - self.mean) / self.std
+        if self.masks is not None:
+            x = self.masks(x.T).T  # masked bins/frames become 0, the training mean
+        return x, encode(self.texts[j]), self.texts[j]
+
+
+def collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> dict:
+    """Pad a list of utterances into the batch dict every ASR model consumes."""
+    features, feature_lengths = pad([f for f, _, _ in items])
+    targets, target_lengths = pad([t for _, t, _ in items])
+    return {"features": features, "feature_lengths": feature_lengths, "targets": targets,
+            "target_lengths": target_lengths, "texts": [s for _, _, s in items]}
+
+
+class FrameBudgetSampler(Sampler[list[int]]):
+    """Length-sorted buckets of at most ``max_frames`` padded frames per batch.
+
+    Sorting keeps padding (wasted CPU) small; batch order is shuffled each epoch from
+    ``seed + epoch`` when ``shuffle``. Under torch.distributed each rank takes every
+    world-size-th batch, truncated so all ranks run the same number of steps.
+    """
+
+    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool, seed: int) -> None:
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        self.batches: list[list[int]] = []
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) + 1) * lengths[i] > max_frames:
+                self.batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            self.batches.append(batch)
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _mine(self) -> list[list[int]]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self.batches
+        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return self.batches[: len(self.batches) // world * world][rank::world]
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+    def __iter__(self):
+        batches = self._mine()
+        if self.shuffle:
+            perm = torch.randperm(len(batches),
+                                  generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            batches = [batches[i] for i in perm]
+        self.epoch += 1
+        yield from batches
+
+
+class ASRDataModule(pl.LightningDataModule):
+    """Synthetic-voice training, and two test sets: unseen synthetic voices, real speech.
+
+    ``test_dataloader()`` returns ``[unseen_voices, asterisk]`` (:data:`TEST_SETS` order),
+    or only the one named by ``test_set``. Batches hold at most ``max_frames`` padded frames
+    (1 frame = 10 ms), so short utterances share a batch and a long one goes alone.
+    """
+
+    def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
+                 test_set: Literal["all", "unseen_voices", "asterisk"] = "all",
+                 max_frames: int = 12000, spec_augment: bool = True, num_workers: int = 0,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.corpus_size, self.test_set, self.max_frames = corpus_size, test_set, max_frames
+        self.spec_augment, self.num_workers, self.seed = spec_augment, num_workers, seed
+        self.vocab: list[str] = list(VOCAB)
+        self._synthetic: dict | None = None
+
+    def prepare_data(self) -> None:
+        prepare_synthetic(self.corpus_size, self.seed)
+        if self.test_set != "unseen_voices":
+            prepare_asterisk()
+
+    def _load(self) -> dict:
+        if self._synthetic is None:
+            path = corpus_dir(self.corpus_size, self.seed) / "features.pt"
+            if not path.is_file():
+                raise DataError(f"{path}: ASR corpus not prepared; run `suite data prepare asr`")
+            self._synthetic = torch.load(path, weights_only=True)
+        return self._synthetic
+
+    @property
+    def feature_mean(self) -> torch.Tensor:
+        """Per-bin log-mel mean of the training split, shape ``(80,)``."""
+        return self._load()["mean"]
+
+    @property
+    def feature_std(self) -> torch.Tensor:
+        """Per-bin log-mel standard deviation of the training split, shape ``(80,)``."""
+        return self._load()["std"]
+
+    def _split(self, split: str, spec_augment: bool = False) -> FeatureDataset:
+        data = self._load()
+        texts = [r["text"] for r in data["rows"]]
+        indices = [i for i, r in enumerate(data["rows"]) if r["split"] == split]
+        return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std,
+                              spec_augment)
+
+    def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
+        lengths = [dataset.length(i) for i in range(len(dataset))]
+        sampler = FrameBudgetSampler(lengths, self.max_frames, shuffle, self.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                          num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._split("train", self.spec_augment), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._split("val"), shuffle=False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        loaders = []
+        if self.test_set in ("all", "unseen_voices"):
+            loaders.append(self._loader(self._split("test"), shuffle=False))
+        if self.test_set in ("all", "asterisk"):
+            real = load_asterisk()
+            dataset = FeatureDataset(real, real["texts"], list(range(len(real["texts"]))),
+                                     self.feature_mean, self.feature_std)
+            loaders.append(self._loader(dataset, shuffle=False))
+        return loaders

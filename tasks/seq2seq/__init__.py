@@ -1,0 +1,9 @@
+"""Sequence-to-sequence on a corpus the suite synthesizes: sort or reverse digit strings.
+
+The smallest complete encoder-decoder: masked self-attention, cross-attention to the encoder
+memory, and greedy generation with a key/value cache. It trains in seconds, so it is also the
+head the core's CLI, distributed and experiment tests run.
+"""
+
+MODULE = "tasks.seq2seq.module.Seq2SeqModule"
+DATAMODULE = "tasks.seq2seq.data.Seq2SeqDataModule"

