@@ -90,11 +90,10 @@ def cmd_data(argv: list[str]) -> int:
 
 
 def cmd_train(argv: list[str], *, test: bool = False) -> int:
-    if not argv or argv[0].startswith("-"):
-        if "--help" in argv or "-h" in argv or not argv:
-            print(f"usage: suite {'test' if test else 'train'} <head> [-c CONFIG] "
-                  f"[--key=value ...]\nheads: {', '.join(head_names())}")
-            return 0 if argv else 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: suite {'test' if test else 'train'} <head> [-c CONFIG] "
+              f"[--key=value ...]\nheads: {', '.join(head_names())}")
+        return 0 if argv else 2
     head = load_head(argv[0])
     from suite.runner import run_lightning
 

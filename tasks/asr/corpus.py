@@ -5,7 +5,8 @@ every English voice the Debian synthesisers offer: espeak-ng (8 accents x all it
 with rate and pitch variety), flite (kal16, awb, rms, slt: native 16 kHz) and festival (kal,
 ked diphones, the slt HTS voice). Each rendering is then speed-perturbed and sometimes
 reverberated by sox, and noised in torch at a random SNR, so the model cannot lean on the clean,
-exactly repeatable signal a synthesiser gives.
+exactly repeatable signal a synthesiser gives; some renderings are low-passed at telephone
+bandwidths, like the real-speech test set (G.722, 7 kHz).
 
 Text: example sentences of WordNet 3.0 (Debian ``wordnet-base``, WordNet 3.0 licence: free use
 with the copyright notice kept), 1-3 joined per utterance, plus digit strings and numbers, all
@@ -74,6 +75,7 @@ class Utterance:
     pitch: int  # espeak -p 0-99, flite target f0 (Hz); unused by festival
     speed: float  # sox speed perturbation (rate and pitch together)
     reverb: int  # sox reverberance 0-100; 0 = dry
+    bandwidth: int | None  # low-pass cut-off in Hz (wideband telephony is 7 kHz); None = full
     snr_db: float | None  # None = no added noise
     seed: int
 
@@ -148,6 +150,7 @@ def plan(n_utterances: int, seed: int, exclude: Iterable[str] = ()) -> list[Utte
             rate=round(rng.uniform(0.8, 1.25), 3), pitch=pitch,
             speed=rng.choice([0.9, 1.0, 1.1]),
             reverb=rng.choice([0, 0, 0, 30, 60, 90]),
+            bandwidth=rng.choice([None, None, 7000, 7000, 5500]),
             snr_db=None if rng.random() < 0.2 else round(rng.uniform(5.0, 35.0), 2),
             seed=rng.randrange(2**62)))
     return out
@@ -202,12 +205,15 @@ def _coloured_noise(n: int, exponent: int, generator: torch.Generator) -> torch.
 
 
 def _post_process(u: Utterance, raw: Path) -> np.ndarray:
-    """sox: tempo (non-espeak), speed perturbation, reverb, 16 kHz mono; torch: noise."""
+    """sox: tempo (non-espeak), speed perturbation, reverb, band limit, 16 kHz mono; then
+    noise in torch (sox's own noise repeats the same samples every run)."""
     effects = ["speed", str(u.speed)]
     if not u.voice.startswith("espeak:"):
         effects = ["tempo", "-s", f"{u.rate:.3f}", *effects]
     if u.reverb:
         effects += ["reverb", str(u.reverb)]
+    if u.bandwidth:
+        effects += ["sinc", f"-{u.bandwidth}"]
     proc = _run(["sox", "-R", str(raw), "-t", "raw", "-e", "floating-point", "-b", "32",
                  "-c", "1", "-", *effects, "rate", str(SAMPLE_RATE)])
     audio = torch.from_numpy(np.frombuffer(proc.stdout, dtype=np.float32).copy())

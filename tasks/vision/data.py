@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.error import URLError
 
 import lightning.pytorch as pl
 import numpy as np
@@ -214,7 +213,7 @@ def _web_download(target: Path, name: str, download: Callable[[Path], object]) -
         tmp.mkdir()
         try:
             download(tmp)
-        except (RuntimeError, URLError, OSError) as err:
+        except (RuntimeError, OSError) as err:  # URLError is an OSError
             reason = " ".join(str(err).split())[:300]
             raise DataError(f"{name}: torchvision download failed (needs internet): "
                             f"{reason}") from err
@@ -352,13 +351,19 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class VisionDataModule(pl.LightningDataModule):
-    """Image classification data: seeded class-balanced train subset, validation carve-out.
+    """Image classification data: a seeded class-balanced training subset and validation part.
 
-    Batches are ``(images float (B, C, H, W) normalised, labels long (B,))``. ``val_size=None``
-    takes the data set's default (5,000; 500 for mnist-5k's 4,000 training images).
-    ``image_size=None`` keeps the native size (28, or 32 for CIFAR-10); another size resizes the
-    whole set once at setup. ``augment`` applies a random shifted crop (and a horizontal flip
-    where it keeps the class) to training batches only.
+    Batches are ``(images float (B, C, H, W) normalised, labels long (B,))``.
+
+    Args:
+        dataset: which data set; mnist and cifar10 need the web (torchvision downloads them).
+        train_size: training images, a class-balanced subset of what validation leaves; None: all.
+        val_size: validation images carved from the training part; None: 5000 (500 for mnist-5k).
+        batch_size: images per batch.
+        num_workers: DataLoader worker processes (0 builds batches in the main process).
+        augment: random shifted crops, plus horizontal flips where they keep the class.
+        seed: picks the validation and training subsets; shuffles and crops follow the global seed.
+        image_size: side in pixels; None keeps the native 28 (32 for cifar10).
     """
 
     def __init__(self, dataset: DatasetName = "fashion-mnist", train_size: int | None = None,

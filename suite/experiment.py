@@ -1,0 +1,127 @@
+"""Named experiments: ``configs/experiments/<name>.yaml`` -> runs -> ``reports/<name>/``.
+
+An experiment file is either a grid of training runs::
+
+    description: what question the experiment answers
+    head: vision
+    seeds: [0, 1]
+    runs:
+      - {name: cnn-1k, config: configs/vision/cnn.yaml, overrides: {data.train_size: 1000}}
+    quick: {seeds: [0], runs: [cnn-1k], overrides: {trainer.max_epochs: 1}}
+    report: {metrics: [test/acc], plots: [{x: train_size, y: test/acc, series: model}]}
+
+or a benchmark (``benchmark: package.module``, whose ``run(quick) -> list[dict]`` returns
+result rows). Each training run is ``suite train`` in a subprocess, exactly as a user would
+type it; a run whose ``summary.json`` already holds test metrics is skipped unless forced.
+``--quick`` runs the reduced grid and writes its report under ``runs/quick-reports/``, so the
+committed reference results are never overwritten by a smoke run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from suite.data import DataError, atomic_write_bytes
+from suite.runner import git_sha, hardware
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_spec(name: str) -> dict[str, Any]:
+    path = ROOT / "configs" / "experiments" / f"{name}.yaml"
+    if not path.is_file():
+        from suite.cli import UsageError
+
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise UsageError(f"unknown experiment {name!r}; expected one of: {', '.join(known)}")
+    spec = yaml.safe_load(path.read_text())
+    spec.setdefault("name", name)
+    return spec
+
+
+def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Expand runs x seeds (the quick subset with its extra overrides when ``quick``)."""
+    quick_spec = spec.get("quick", {}) if quick else {}
+    seeds = quick_spec.get("seeds", spec.get("seeds", [0]))
+    runs = spec["runs"]
+    if quick_spec.get("runs"):
+        runs = [r for r in runs if r["name"] in quick_spec["runs"]]
+    planned = []
+    for run in runs:
+        for seed in run.get("seeds", seeds):
+            overrides = {**run.get("overrides", {}), **quick_spec.get("overrides", {})}
+            planned.append({"name": f"{run['name']}-s{seed}", "group": run["name"],
+                            "head": run.get("head", spec.get("head")), "seed": seed,
+                            "config": run.get("config"), "overrides": overrides})
+    return planned
+
+
+def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]:
+    command = [sys.executable, "-m", "suite.cli", "train", run["head"]]
+    if run["config"]:
+        command += ["-c", str(ROOT / run["config"])]
+    command += [f"--{k}={v}" for k, v in run["overrides"].items()]
+    command += [f"--seed_everything={run['seed']}", f"--run.experiment={experiment}",
+                f"--run.name={run['name']}", f"--run.root={root}"]
+    return command
+
+
+def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> dict[str, Any]:
+    """Run one training run (unless already done) and return its results row."""
+    summary_path = root / run["head"] / experiment / run["name"] / "summary.json"
+    done = summary_path.is_file() and any(
+        k.startswith("test") for k in json.loads(summary_path.read_text()).get("metrics", {}))
+    if force or not done:
+        if summary_path.is_file():
+            summary_path.unlink()
+        command = train_command(run, experiment, root)
+        print(f"[{experiment}] {run['name']}: {' '.join(command[2:])}", flush=True)
+        proc = subprocess.run(command, cwd=ROOT)
+        if proc.returncode != 0:
+            raise DataError(f"run {run['name']} failed with exit code {proc.returncode}")
+    summary = json.loads(summary_path.read_text())
+    return {"name": run["name"], "group": run["group"], "head": run["head"],
+            "model": summary.get("model"), "dataset": summary.get("dataset"),
+            "train_size": summary.get("train_size"), "seed": run["seed"],
+            "config": run["config"], "overrides": run["overrides"],
+            "precision": summary.get("precision"), "params": summary.get("params"),
+            "train_seconds": summary.get("train_seconds"),
+            "samples_per_second": summary.get("samples_per_second"),
+            "peak_memory_mb": summary.get("peak_memory_mb"),
+            "metrics": summary.get("metrics", {})}
+
+
+def run_experiment(name: str, quick: bool = False, force: bool = False,
+                   only: list[str] | None = None) -> Path:
+    """Run (or resume) experiment ``name`` and write its report; returns the report folder."""
+    from suite.report import write_report
+
+    spec = load_spec(name)
+    experiment = f"{name}-quick" if quick else name
+    out_dir = ROOT / ("runs/quick-reports" if quick else "reports") / name
+    if "benchmark" in spec:
+        module = importlib.import_module(spec["benchmark"])
+        rows = module.run(quick=quick)
+    else:
+        root = ROOT / "runs"
+        planned = plan_runs(spec, quick)
+        if only:
+            planned = [r for r in planned if r["name"] in only or r["group"] in only]
+        rows = [execute(run, experiment, root, force) for run in planned]
+    command = f"suite experiment {name}" + (" --quick" if quick else "")
+    results = {"experiment": name, "command": command,
+               "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+               "git_sha": git_sha(), "hardware": hardware(), "runs": rows}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "results.json", json.dumps(results, indent=2).encode())
+    write_report(spec, results, out_dir)
+    print(f"report written to {out_dir}")
+    return out_dir

@@ -1,0 +1,118 @@
+"""Turn an experiment's results into ``reports/<name>/``: README.md (tables, plots, findings)
+next to the fixed-format ``results.json``.
+
+Tables group runs by name across seeds and show mean +- sd. Plots are declared in the
+experiment file (``report.plots``: x, y, series, log x). Benchmarks write their own tables
+through their module's ``report(results, out_dir) -> markdown``; a training experiment may
+name an ``analysis`` function (``package.module.function``) that reads the results and
+states in words what they show.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from suite.data import atomic_write_bytes
+
+
+def mean_sd(values: list[float]) -> str:
+    """``0.912 +- 0.004 (n=3)``; a single value prints alone."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} +- {statistics.stdev(values):.2g} (n={len(values)})"
+
+
+def grouped(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        groups[run.get("group") or run["name"]].append(run)
+    return dict(groups)
+
+
+def value(run: dict[str, Any], key: str) -> Any:
+    """A metric (``test/acc``) or a top-level field (``train_size``) of a results row."""
+    return run["metrics"].get(key) if key in run.get("metrics", {}) else run.get(key)
+
+
+def runs_table(runs: list[dict[str, Any]], metrics: list[str]) -> str:
+    """Markdown table: one row per run group, metrics as mean +- sd over seeds."""
+    columns = ["run", "model", "data", "train size", *metrics, "params", "train s",
+               "samples/s", "peak MB"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for group, members in grouped(runs).items():
+        first = members[0]
+        cells = [group, str(first.get("model")), str(first.get("dataset")),
+                 str(first.get("train_size") or "-")]
+        cells += [mean_sd([value(r, m) for r in members]) for m in metrics]
+        cells += [f"{first.get('params') or 0:,}",
+                  mean_sd([r.get("train_seconds") for r in members]),
+                  mean_sd([r.get("samples_per_second") for r in members]),
+                  mean_sd([r.get("peak_memory_mb") for r in members])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def line_plot(runs: list[dict[str, Any]], plot: dict[str, Any], out_dir: Path) -> str:
+    """Mean (+- sd error bars) of ``y`` against ``x``, one line per ``series`` value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        x, y = value(run, plot["x"]), value(run, plot["y"])
+        if x is not None and y is not None:
+            points[str(value(run, plot.get("series", "model")))][float(x)].append(float(y))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for series, by_x in sorted(points.items()):
+        xs = sorted(by_x)
+        means = [statistics.mean(by_x[x]) for x in xs]
+        sds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
+        ax.errorbar(xs, means, yerr=sds, marker="o", capsize=3, label=series)
+    if plot.get("logx"):
+        ax.set_xscale("log")
+    ax.set_xlabel(plot.get("xlabel", plot["x"]))
+    ax.set_ylabel(plot.get("ylabel", plot["y"]))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    name = plot.get("file", f"{plot['y'].replace('/', '_')}_vs_{plot['x']}.png")
+    fig.tight_layout()
+    fig.savefig(out_dir / name, dpi=120)
+    plt.close(fig)
+    return f"![{plot['y']} vs {plot['x']}]({name})"
+
+
+def _call(path: str, *args: Any) -> str:
+    module, _, function = path.rpartition(".")
+    return getattr(importlib.import_module(module), function)(*args)
+
+
+def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Path:
+    """Write ``out_dir/README.md`` for ``results`` (plots next to it)."""
+    report = spec.get("report", {})
+    hw = results["hardware"]
+    parts = [f"# {report.get('title', spec['name'])}", "", spec.get("description", "").strip(),
+             "", f"Reproduce: `{results['command']}` (generated {results['generated']}, "
+             f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
+             f"GPU: {hw['gpu'] or 'none'}).", ""]
+    if "benchmark" in spec:
+        parts.append(_call(f"{spec['benchmark']}.report", results, out_dir))
+    else:
+        parts += ["## Results", "", runs_table(results["runs"], report.get("metrics", [])), ""]
+        for plot in report.get("plots", []):
+            parts += [line_plot(results["runs"], plot, out_dir), ""]
+        if report.get("analysis"):
+            parts += ["## What the numbers say", "", _call(report["analysis"], results), ""]
+    if report.get("notes"):
+        parts += ["## Notes", "", report["notes"].strip(), ""]
+    path = out_dir / "README.md"
+    atomic_write_bytes(path, "\n".join(parts).encode())
+    return path
