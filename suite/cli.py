@@ -147,7 +147,7 @@ def cmd_experiment(argv: list[str]) -> int:
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     try:
-        args, unknown = parser.parse_known_args(argv)
+        args, unknown = parser.parse_known_intermixed_args(argv)
     except argparse.ArgumentError as err:
         raise UsageError(str(err)) from err
     if unknown:

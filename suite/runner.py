@@ -92,11 +92,15 @@ class RunSummary(Callback):
         if not trainer.is_global_zero:
             return
         assert isinstance(pl_module, TaskModule)
+        # Each rank counts its own shard; the run's totals are world_size times that.
+        world = trainer.world_size
+        per_epoch = pl_module.examples_per_epoch
         self._write({"params": pl_module.num_parameters(),
                      "train_seconds": round(time.perf_counter() - self.fit_start, 2),
-                     "samples_per_second": round(pl_module.samples_per_second, 2),
+                     "samples_per_second": round(world * pl_module.samples_per_second, 2),
                      "peak_memory_mb": round(peak_memory_mb(), 1),
-                     "train_size": pl_module.examples_per_epoch,
+                     "train_size": per_epoch * world if per_epoch is not None else None,
+                     "world_size": world,
                      "epochs": trainer.current_epoch, "steps": trainer.global_step,
                      "metrics": _scalar_metrics(trainer)})
 
@@ -253,7 +257,8 @@ def _run(cli: SuiteCLI, head_name: str, ckpt: Path | None) -> int:
             resume = str(cli.run_dir / "checkpoints" / "last.ckpt")
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
         if run.get("test") and not trainer.interrupted:
-            best = None if trainer.fast_dev_run else "best"
+            # The best checkpoint if validation ever ran; else the weights as they stand.
+            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
             trainer.test(model, datamodule=datamodule, ckpt_path=best)
     _finish(trainer, cli.run_dir)
     return 0

@@ -130,6 +130,7 @@ def plan(n_utterances: int, seed: int, exclude: Iterable[str] = ()) -> list[Utte
     rng.shuffle(sentences)
     voices = english_voices()
     by_engine = {e: [v for v in voices if v.startswith(e + ":")] for e in ENGINE_WEIGHTS}
+    engines = [e for e in ENGINE_WEIGHTS if by_engine[e]]
     cursor, out = 0, []
     while len(out) < n_utterances:
         if rng.random() < 0.2:
@@ -140,7 +141,7 @@ def plan(n_utterances: int, seed: int, exclude: Iterable[str] = ()) -> list[Utte
             cursor += parts
         if text in excluded or not text:
             continue
-        engine = rng.choices(list(ENGINE_WEIGHTS), weights=list(ENGINE_WEIGHTS.values()))[0]
+        engine = rng.choices(engines, weights=[ENGINE_WEIGHTS[e] for e in engines])[0]
         voice = rng.choice(by_engine[engine])
         split = ("test" if is_held_out(voice)
                  else "val" if rng.random() < VAL_FRACTION else "train")

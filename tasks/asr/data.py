@@ -173,7 +173,7 @@ def prepare_asterisk() -> Path:
     import G722
 
     texts = asterisk_transcripts()
-    # suite.data reads one member per extraction; 550 members need the .deb extracted once.
+    # suite.data reads one member per extraction; 551 members need the .deb extracted once.
     deb = DebianMember(ASTERISK_AUDIO_PACKAGE, ASTERISK_AUDIO_DIR)._deb()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True, capture_output=True)
@@ -350,27 +350,30 @@ class ASRDataModule(pl.LightningDataModule):
     ``test_dataloader()`` returns ``[unseen_voices, asterisk]`` (:data:`TEST_SETS` order),
     or only the one named by ``test_set``. Batches hold at most ``max_frames`` padded frames
     (1 frame = 10 ms), so short utterances share a batch and a long one goes alone.
+    ``seed`` orders the batches; ``corpus_seed`` picks the synthesized corpus, kept apart so
+    runs over several seeds share one corpus instead of rendering one each.
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
                  test_set: Literal["all", "unseen_voices", "asterisk"] = "all",
                  max_frames: int = 12000, spec_augment: bool = True, num_workers: int = 0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, corpus_seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.corpus_size, self.test_set, self.max_frames = corpus_size, test_set, max_frames
         self.spec_augment, self.num_workers, self.seed = spec_augment, num_workers, seed
+        self.corpus_seed = corpus_seed
         self.vocab: list[str] = list(VOCAB)
         self._synthetic: dict | None = None
 
     def prepare_data(self) -> None:
-        prepare_synthetic(self.corpus_size, self.seed)
+        prepare_synthetic(self.corpus_size, self.corpus_seed)
         if self.test_set != "unseen_voices":
             prepare_asterisk()
 
     def _load(self) -> dict:
         if self._synthetic is None:
-            path = corpus_dir(self.corpus_size, self.seed) / "features.pt"
+            path = corpus_dir(self.corpus_size, self.corpus_seed) / "features.pt"
             if not path.is_file():
                 raise DataError(f"{path}: ASR corpus not prepared; run `suite data prepare asr`")
             self._synthetic = torch.load(path, weights_only=True)

@@ -44,7 +44,7 @@ from tasks.graph.molecules import (
 from tasks.graph.structure import (
     clip_spd,
     dense_spd,
-    positional_encoding,
+    positional_encodings,
     shortest_path_distances,
 )
 
@@ -172,7 +172,7 @@ class GraphDataModule(pl.LightningDataModule):
 
     def _setup_nodes(self) -> None:
         data = social.split_nodes(self.dataset, _NODE_LOADERS[self.dataset](), self.seed)
-        self._add_structure(data)
+        self._add_structure([data])
         self.parts = {part: [data] for part in ("train", "val", "test")}
 
     def _setup_molecules(self) -> None:
@@ -184,25 +184,28 @@ class GraphDataModule(pl.LightningDataModule):
         graphs = [molecules.graph(i) for i in range(len(molecules))]
         if self.task == "regression":
             self.target_mean, self.target_std = _standardiser(molecules.y[parts[0]])
-        for graph in graphs:
-            if self.task == "regression":
+        if self.task == "regression":
+            for graph in graphs:
                 graph.y = (graph.y - self.target_mean) / self.target_std
-            self._add_structure(graph)
+        self._add_structure(graphs)
         self.parts = {name: [graphs[i] for i in index.tolist()]
                       for name, index in zip(("train", "val", "test"), parts, strict=True)}
         log.info("%s (%s split): %s graphs", self.dataset, self.split,
                  "/".join(str(len(p)) for p in self.parts.values()))
 
-    def _add_structure(self, data: Data) -> None:
+    def _add_structure(self, graphs: list[Data]) -> None:
         """Attach the requested encodings; molecules carry cached SPD that is dropped if off."""
-        if self.spd:
-            raw = data.spd if "spd" in data else shortest_path_distances(data.edge_index,
-                                                                         data.num_nodes)
-            data.spd = clip_spd(raw, self.spd_max)
-        elif "spd" in data:
-            del data.spd
+        for data in graphs:
+            if self.spd:
+                raw = data.spd if "spd" in data else shortest_path_distances(data.edge_index,
+                                                                             data.num_nodes)
+                data.spd = clip_spd(raw, self.spd_max)
+            elif "spd" in data:
+                del data.spd
         if self.pe_attr is not None:
-            data[self.pe_attr] = positional_encoding(data, self.pe, self.pe_dim)
+            encodings = positional_encodings(graphs, self.pe, self.pe_dim)
+            for data, pe in zip(graphs, encodings, strict=True):
+                data[self.pe_attr] = pe
 
     def _loader(self, part: str, shuffle: bool = False) -> DataLoader:
         if not self.parts:
@@ -231,5 +234,5 @@ class GraphDataModule(pl.LightningDataModule):
     def graph_for_prediction(self, smiles: str) -> Data:
         """A user's SMILES as a one-graph input with the same encodings as training data."""
         data = smiles_to_graph(smiles)
-        self._add_structure(data)
+        self._add_structure([data])
         return data

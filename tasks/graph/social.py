@@ -21,6 +21,7 @@ import torch
 from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.datasets import KarateClub
 from torch_geometric.utils import degree, to_undirected
 
 from suite.data import DataError, DebianMember, PyPIMember, RemoteFile, fetch, split_indices
@@ -213,8 +214,6 @@ def load_karate() -> Data:
     """Zachary's karate club from PyG (in code, no download): 34 members, identity features,
     4 communities; PyG's one-node-per-class ``train_mask`` is replaced by :func:`node_split`.
     """
-    from torch_geometric.datasets import KarateClub
-
     data = KarateClub()[0]
     return Data(x=data.x.float(), edge_index=data.edge_index, y=data.y)
 

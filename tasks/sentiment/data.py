@@ -135,7 +135,8 @@ def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
     parts: list[list[torch.Tensor]] = [[] for _ in fractions]
     for c in labels.unique().tolist():
         members = torch.nonzero(labels == c).flatten()
-        for part, chosen in zip(parts, split_indices(len(members), fractions, seed + c)):
+        for part, chosen in zip(parts, split_indices(len(members), fractions, seed + c),
+                                strict=True):
             part.append(members[chosen])
     return [torch.cat(part).sort().values for part in parts]
 
@@ -174,7 +175,8 @@ def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_fo
     if fold is not None and not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), got {fold}")
     texts, scores = read_ratings(fetch(RATINGS))
-    kept = [(t, y) for t, y in zip(texts, label_scores(scores, classes)) if y is not None]
+    labelled = zip(texts, label_scores(scores, classes), strict=True)
+    kept = [(t, y) for t, y in labelled if y is not None]
     labels = torch.tensor([y for _, y in kept])
     if fold is None:
         parts = stratified_split(labels, HOLDOUT_FRACTIONS, seed)
@@ -185,7 +187,7 @@ def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_fo
         parts = [torch.cat(train).sort().values, folds[validation], folds[fold]]
     return {name: LabelledTexts([kept[i][0] for i in idx.tolist()],
                                 [kept[i][1] for i in idx.tolist()])
-            for name, idx in zip(SPLITS, parts)}
+            for name, idx in zip(SPLITS, parts, strict=True)}
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -265,6 +267,8 @@ class SentimentDataModule(pl.LightningDataModule):
         self.cls_id = CLS_ID
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, LabelledTexts] = {}
+        # Run summaries and W&B tags name the data set by ``hparams.dataset``.
+        self.hparams["dataset"] = self.dataset_name
 
     @property
     def num_classes(self) -> int:
@@ -285,7 +289,7 @@ class SentimentDataModule(pl.LightningDataModule):
         fetch(RATINGS)
 
     def setup(self, stage: str | None = None) -> None:
-        """Split the data and, unless a checkpoint supplied one, train the tokenizer."""
+        """Split the data; train the tokenizer unless one was loaded (:meth:`load_state_dict`)."""
         if not self.splits:
             self.splits = load_splits(self.classes, self.seed, self.fold, self.num_folds)
         if self.tokenizer is None:
@@ -322,7 +326,7 @@ class SentimentDataModule(pl.LightningDataModule):
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of strings, not a single string")
         ids, truncated = self._token_ids(texts)
-        for i, (text, seq) in enumerate(zip(texts, ids)):
+        for i, (text, seq) in enumerate(zip(texts, ids, strict=True)):
             if len(seq) < 2:
                 raise DataError(f"text {i} ({text[:40]!r}) is empty or blank after "
                                 f"normalisation: there is nothing to classify")
@@ -335,7 +339,8 @@ class SentimentDataModule(pl.LightningDataModule):
             raise DataError("no data yet: call setup() first")
         texts, labels = self.splits[split]
         ids, _ = self._token_ids(texts)
-        items = [(torch.tensor(seq, dtype=torch.long), label) for seq, label in zip(ids, labels)]
+        items = [(torch.tensor(seq, dtype=torch.long), label)
+                 for seq, label in zip(ids, labels, strict=True)]
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(items, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
                           num_workers=self.num_workers, generator=generator,

@@ -255,3 +255,24 @@ def test_prepare_rejects_unknown_dataset_and_reports_availability():
     with pytest.raises(DataError, match="unknown ASR data set"):
         data.prepare("librispeech")
     assert data.available() == {"synthetic": False, "asterisk": False}
+
+
+def test_datamodule_end_to_end_on_a_tiny_corpus(tiny_wordnet, monkeypatch):
+    if corpus.missing_tools():
+        pytest.skip(f"synthesisers not installed: {corpus.missing_tools()}")
+    monkeypatch.setattr(corpus, "english_voices", lambda: ["espeak:en-us", "flite:kal16"])
+    monkeypatch.setattr(data, "asterisk_transcripts", lambda: {"press one": "press one"})
+    module = data.ASRDataModule(corpus_size=8, test_set="unseen_voices", max_frames=4000,
+                                spec_augment=True, seed=1, corpus_seed=2)
+    module.prepare_data()
+    module.setup("fit")
+    assert module.vocab == VOCAB
+    assert module.feature_mean.shape == module.feature_std.shape == (80,)
+    assert (module.feature_std > 0).all()
+    batches = list(module.train_dataloader())
+    assert batches and sum(len(b["texts"]) for b in batches) == len(module._split("train"))
+    batch = batches[0]
+    assert batch["features"].dtype == torch.float32 and batch["features"].shape[2] == 80
+    assert batch["targets"].dtype == batch["target_lengths"].dtype == torch.long
+    assert batch["feature_lengths"].max() == batch["features"].shape[1]
+    assert len(module.test_dataloader()) == 1

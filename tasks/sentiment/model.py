@@ -1,0 +1,129 @@
+"""Sentence classifier: a Transformer encoder over subword tokens, pooled to one vector.
+
+The sequence is ``[CLS] w_1 ... w_n`` (the data module puts ``[CLS]`` first). Self-attention
+mixes every token with every other; the sentence vector is either the [CLS] position's output
+(BERT: the token has no word of its own, so the encoder learns to gather into it) or the mean of
+the valid positions, optionally concatenated with their max ("mean+max" pooling, which keeps a
+single strongly-polar word from being averaged away). Padding never takes part: keys beyond each
+sentence's length are masked (``AttentionMask(key_lengths=...)``) and pooling ignores padded
+positions, so a sentence gets the same logits alone or batched with longer ones.
+
+Trained from scratch on ~8k sentences the model over-fits quickly, so regularisation is built
+in: word dropout (a token's embedding is zeroed with probability ``word_dropout`` while
+training, so no single word can carry a sentence), dropout on embeddings, attention weights,
+residual branches and before the classifier. An optional masked-language-model head (tied to
+the input embedding) lets the module add a self-supervised loss on the same training text.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from suite.attention import AttentionMask
+from suite.blocks import LayerConfig, TransformerEncoder
+from suite.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+
+Pool = Literal["cls", "mean", "meanmax"]
+Positions = Literal["sinusoidal", "learned"]
+
+
+def valid_positions(lengths: Tensor, seq_len: int) -> Tensor:
+    """``(B,)`` lengths -> bool ``(B, T)``, True on real tokens (``[CLS]`` included)."""
+    return torch.arange(seq_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def pool_sequence(hidden: Tensor, lengths: Tensor, pool: Pool) -> Tensor:
+    """``(B, T, D)`` encoder output -> sentence vectors ``(B, D)`` (``(B, 2D)`` for meanmax).
+
+    Mean and max run over the word positions 1..length-1 ([CLS] is excluded, as it carries no
+    word); padded positions never contribute.
+    """
+    if pool == "cls":
+        return hidden[:, 0]
+    words = valid_positions(lengths, hidden.shape[1])
+    words[:, 0] = False  # (B, T)
+    count = words.sum(dim=1, keepdim=True).clamp(min=1)  # (B, 1)
+    mean = (hidden * words[..., None]).sum(dim=1) / count  # (B, D)
+    if pool == "mean":
+        return mean
+    lowest = torch.finfo(hidden.dtype).min
+    maximum = hidden.masked_fill(~words[..., None], lowest).amax(dim=1)  # (B, D)
+    return torch.cat([mean, maximum], dim=-1)
+
+
+class SentimentTransformer(nn.Module):
+    """Token embedding + positions -> Transformer encoder (pre-norm) -> pooling -> classes.
+
+    Args:
+        vocab_size: embedding rows (every token id is below it).
+        num_classes: output classes.
+        config: the encoder layers' sizes and dropouts.
+        depth: number of encoder layers.
+        pool: ``cls``, ``mean`` or ``meanmax`` (see :func:`pool_sequence`).
+        positions: ``sinusoidal`` (fixed) or ``learned`` (one vector per position).
+        max_length: longest sequence the learned positions cover.
+        word_dropout: probability of zeroing a token's embedding while training.
+        pad_id: id of ``[PAD]`` (its embedding row is kept at zero).
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, depth: int,
+                 pool: Pool = "cls", positions: Positions = "sinusoidal",
+                 max_length: int = 128, word_dropout: float = 0.0, pad_id: int = 0) -> None:
+        super().__init__()
+        if pool not in ("cls", "mean", "meanmax"):
+            raise ValueError(f"unknown pool {pool!r}; expected cls, mean or meanmax")
+        if positions not in ("sinusoidal", "learned"):
+            raise ValueError(f"unknown positions {positions!r}; expected sinusoidal or learned")
+        self.pool = pool
+        self.word_dropout = word_dropout
+        self.embedding = nn.Embedding(vocab_size, config.dim, padding_idx=pad_id)
+        nn.init.normal_(self.embedding.weight, std=0.02)
+        with torch.no_grad():
+            self.embedding.weight[pad_id].zero_()
+        self.embed_norm = nn.LayerNorm(config.dim)
+        if positions == "learned":
+            self.positions: nn.Module = LearnedPositionalEmbedding(config.dim, max_length,
+                                                                   config.dropout)
+        else:
+            self.positions = SinusoidalPositionalEncoding(config.dim, max_length,
+                                                          config.dropout)
+        self.encoder = TransformerEncoder(config, depth)
+        pooled = 2 * config.dim if pool == "meanmax" else config.dim
+        self.classifier = nn.Sequential(nn.Dropout(config.dropout),
+                                        nn.Linear(pooled, num_classes))
+        # Masked-LM head: a transform, then logits against the (tied) input embedding.
+        self.mlm_transform = nn.Sequential(nn.Linear(config.dim, config.dim), nn.GELU(),
+                                           nn.LayerNorm(config.dim))
+        self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """``(B, T)`` ids -> ``(B, T, D)``: embedding (with word dropout), LayerNorm, positions.
+
+        The LayerNorm puts embeddings on the scale of the sinusoidal table (unit-variance
+        entries), so neither the words nor their positions drown the other.
+        """
+        x = self.embedding(tokens)  # (B, T, D)
+        if self.training and self.word_dropout > 0:
+            keep = torch.rand(tokens.shape, device=tokens.device) >= self.word_dropout
+            keep[:, 0] = True  # never drop [CLS]
+            x = x * keep[..., None]
+        return self.positions(self.embed_norm(x))
+
+    def encode(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
+               ) -> tuple[Tensor, list[Tensor]]:
+        """Encoder output ``(B, T, D)`` and, if asked, each layer's weights ``(B, H, T, T)``."""
+        mask = AttentionMask(key_lengths=lengths)
+        return self.encoder(self.embed(tokens), mask, need_weights)
+
+    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
+                ) -> tuple[Tensor, list[Tensor]]:
+        """``tokens`` ``(B, T)``, ``lengths`` ``(B,)`` -> logits ``(B, classes)`` and maps."""
+        hidden, maps = self.encode(tokens, lengths, need_weights)
+        return self.classifier(pool_sequence(hidden, lengths, self.pool)), maps
+
+    def mlm_logits(self, hidden: Tensor) -> Tensor:
+        """``(N, D)`` encoder outputs at masked positions -> ``(N, vocab)`` token logits."""
+        return self.mlm_transform(hidden) @ self.embedding.weight.T + self.mlm_bias

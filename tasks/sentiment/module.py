@@ -1,0 +1,278 @@
+"""Sentiment TaskModule: cross-entropy over classes, accuracy and macro-F1, and the media that
+show what the encoder attends to.
+
+The module carries its own tokenizer: it copies it from the data module in :meth:`setup` and
+writes it (with the truncation length and class names) into every checkpoint, so
+``suite predict sentiment --ckpt C "text"`` needs nothing but the checkpoint.
+
+Optionally a masked-language-model loss is added while training (``mlm_weight > 0``): a
+fraction of the word tokens is replaced by ``[UNK]`` and the encoder must recover them from
+context as well as classify the sentence - self-supervision on the same training text, so the
+model stays "from scratch" (no outside data or weights).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from suite.blocks import LayerConfig
+from suite.data import DataError
+from suite.logging import log_figure, log_table
+from suite.module import Stage, TaskModule
+from tasks.sentiment.data import CLASS_NAMES, PAD_ID, UNK_ID, SentimentDataModule
+from tasks.sentiment.model import (
+    Pool,
+    Positions,
+    SentimentTransformer,
+    pool_sequence,
+    valid_positions,
+)
+
+Batch = dict[str, Tensor]
+
+
+def confusion_figure(matrix: Tensor, names: list[str], title: str) -> Any:
+    """A matplotlib figure of the ``(true, predicted)`` count matrix, counts written in."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            count = int(matrix[i, j])
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: test confusion matrix", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:
+    """Each sentence's tokens in a line, shaded by the attention [CLS] pays them.
+
+    ``rows`` holds ``(tokens, weights, caption)`` per sentence; shading is relative to each
+    sentence's largest weight (the [CLS] position itself is left out).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 0.62 * len(rows) + 0.4))
+    ax.axis("off")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(len(rows), 0)
+    cmap = plt.get_cmap("Oranges")
+    for r, (tokens, weights, caption) in enumerate(rows):
+        ax.text(0, r + 0.28, caption, fontsize=7, color="dimgray", va="center")
+        top = max(weights[1:], default=1.0) or 1.0
+        x = 0.0
+        for token, weight in zip(tokens[1:], weights[1:], strict=True):
+            width = 0.0075 * (len(token) + 1)
+            if x + width > 1:
+                break
+            ax.text(x, r + 0.68, token, fontsize=8, va="center", family="monospace",
+                    bbox={"facecolor": cmap(0.85 * weight / top), "edgecolor": "none",
+                          "pad": 1.2})
+            x += width
+    ax.set_title("attention from [CLS] (last layer, mean over heads)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class SentimentModule(TaskModule):
+    """Sentence classification with :class:`tasks.sentiment.model.SentimentTransformer`.
+
+    Args:
+        model: the variant's name in logs, run summaries and reports.
+        classes: 2 (polarity) or 5 (rating bins); must match ``--data.classes``.
+        vocab_size: embedding rows; at least the data module's ``vocab_size``.
+        max_length: longest input in tokens incl. [CLS]; at least ``--data.max_length``.
+        dim / depth / num_heads / ffn_dim: the encoder's size.
+        dropout: on embeddings, residual branches, the FFN and before the classifier.
+        attention_dropout: on attention weights.
+        word_dropout: probability of zeroing a word's embedding while training.
+        pool: ``cls``, ``mean`` or ``meanmax``.
+        positions: ``sinusoidal`` or ``learned``.
+        label_smoothing: cross-entropy label smoothing.
+        mlm_weight: weight of the auxiliary masked-LM loss (0 = off).
+        mlm_probability: fraction of word tokens masked for it.
+        The optimiser arguments are :class:`suite.module.TaskModule`'s.
+    """
+
+    monitor = ("val/acc", "max")
+
+    def __init__(self, model: str = "transformer", classes: int = 2, vocab_size: int = 8000,
+                 max_length: int = 128, dim: int = 128, depth: int = 2, num_heads: int = 4,
+                 ffn_dim: int = 256, dropout: float = 0.1, attention_dropout: float = 0.1,
+                 word_dropout: float = 0.1, pool: Pool = "cls",
+                 positions: Positions = "sinusoidal", label_smoothing: float = 0.1,
+                 mlm_weight: float = 0.0, mlm_probability: float = 0.15, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if classes not in CLASS_NAMES:
+            raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
+        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
+                             attention_dropout=attention_dropout)
+        self.model = SentimentTransformer(vocab_size, classes, config, depth, pool, positions,
+                                          max_length, word_dropout, PAD_ID)
+        self.class_names = list(CLASS_NAMES[classes])
+        self.tokenizer_json: str | None = None
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": MetricCollection(
+            {"acc": MulticlassAccuracy(classes, average="micro"),
+             "macro_f1": MulticlassF1Score(classes, average="macro")}, prefix=f"{stage}/")
+            for stage in ("train", "val", "test")})
+        self.confusion = MulticlassConfusionMatrix(classes)
+        self._test_predictions: list[Tensor] = []
+
+    # ------------------------------------------------------------------ data and checkpoint
+    def setup(self, stage: str) -> None:
+        """Check the data module against the model's shape and take over its tokenizer."""
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, SentimentDataModule):
+            return
+        hp = self.hparams
+        problems = [f"--model.{key}={ours} vs --data.{key}={theirs}" for key, ours, theirs in (
+            ("classes", hp.classes, data.classes),
+            ("vocab_size", hp.vocab_size, max(hp.vocab_size, data.vocab_size)),
+            ("max_length", hp.max_length, max(hp.max_length, data.max_length)))
+            if ours != theirs]
+        if problems:
+            from suite.cli import UsageError
+
+            raise UsageError("the model does not fit the data (" + "; ".join(problems)
+                             + "): the model needs the same classes and at least the data's "
+                             "vocab_size and max_length")
+        if data.tokenizer is not None:
+            self.tokenizer_json = data.tokenizer.to_str()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["sentiment_tokenizer"] = self.tokenizer_json
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokenizer_json = checkpoint.get("sentiment_tokenizer") or self.tokenizer_json
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
+                ) -> tuple[Tensor, list[Tensor]]:
+        """``(B, T)`` token ids and ``(B,)`` lengths -> logits ``(B, classes)`` and maps."""
+        return self.model(tokens, lengths, need_weights)
+
+    def batch_size(self, batch: Batch) -> int:
+        return len(batch["labels"])
+
+    def _mask_words(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Replace ``mlm_probability`` of the word tokens by [UNK]; returns the masked ids and
+        the bool ``(B, T)`` positions to predict."""
+        words = valid_positions(lengths, tokens.shape[1])
+        words[:, 0] = False
+        chosen = (torch.rand(tokens.shape, device=tokens.device)
+                  < self.hparams.mlm_probability) & words & (tokens != UNK_ID)
+        return tokens.masked_fill(chosen, UNK_ID), chosen
+
+    def step(self, batch: Batch, stage: Stage) -> Tensor:
+        tokens, lengths, labels = batch["tokens"], batch["lengths"], batch["labels"]
+        n = self.batch_size(batch)
+        use_mlm = stage == "train" and self.hparams.mlm_weight > 0
+        if use_mlm:
+            tokens, chosen = self._mask_words(tokens, lengths)
+        hidden, _ = self.model.encode(tokens, lengths)  # (B, T, D)
+        pooled = pool_sequence(hidden, lengths, self.model.pool)  # (B, D) or (B, 2D)
+        logits = self.model.classifier(pooled)  # (B, classes)
+        loss = F.cross_entropy(logits.float(), labels,
+                               label_smoothing=self.hparams.label_smoothing)
+        if use_mlm and chosen.any():
+            mlm_logits = self.model.mlm_logits(hidden[chosen])  # (N, vocab)
+            mlm_loss = F.cross_entropy(mlm_logits.float(), batch["tokens"][chosen])
+            self.log("train/mlm_loss", mlm_loss, batch_size=n, on_epoch=True, on_step=False)
+            loss = loss + self.hparams.mlm_weight * mlm_loss
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, on_epoch=True,
+                 on_step=stage == "train")
+        metrics = self.metrics[f"{stage}_metrics"]  # "train" itself is a Module method
+        metrics.update(logits.detach(), labels)
+        self.log_dict(metrics, prog_bar=stage != "train", batch_size=n, on_epoch=True,
+                      on_step=False)
+        if stage == "test":
+            self.confusion.update(logits.detach(), labels)
+            self._test_predictions.append(logits.detach().float().softmax(-1).cpu())
+        return loss
+
+    # ------------------------------------------------------------------ media
+    def on_test_epoch_start(self) -> None:
+        self._test_predictions = []
+
+    def on_test_epoch_end(self) -> None:
+        matrix = self.confusion.compute().cpu()  # (true, predicted)
+        self.confusion.reset()
+        log_figure(self, "test/confusion_matrix",
+                   confusion_figure(matrix, self.class_names, str(self.hparams.model)))
+        data = getattr(self.trainer, "datamodule", None)
+        if not isinstance(data, SentimentDataModule) or not data.splits:
+            return
+        texts, labels = data.splits["test"]
+        probs = torch.cat(self._test_predictions) if self._test_predictions else None
+        if probs is not None and len(probs) == len(texts):  # one device, loader in file order
+            self._log_misclassified(texts, labels, probs)
+        self._log_cls_attention(data, texts[:8], labels[:8])
+
+    def _log_misclassified(self, texts: list[str], labels: list[int], probs: Tensor,
+                           count: int = 50) -> None:
+        """The ``count`` test sentences the model got wrong most confidently."""
+        predicted = probs.argmax(-1)
+        wrong = [i for i in range(len(texts)) if predicted[i] != labels[i]]
+        wrong.sort(key=lambda i: -float(probs[i, predicted[i]]))
+        rows = [[texts[i], self.class_names[labels[i]], self.class_names[int(predicted[i])],
+                 round(float(probs[i, predicted[i]]), 3)] for i in wrong[:count]]
+        log_table(self, "test/misclassified", ["text", "true", "predicted", "probability"],
+                  rows)
+
+    def _log_cls_attention(self, data: SentimentDataModule, texts: list[str],
+                           labels: list[int]) -> None:
+        """Last layer's [CLS] attention (head mean) drawn over each sample sentence's tokens."""
+        batch = data.encode(texts)
+        tokens, lengths = batch["tokens"].to(self.device), batch["lengths"].to(self.device)
+        logits, maps = self(tokens, lengths, need_weights=True)
+        weights = maps[-1][:, :, 0].float().mean(dim=1).cpu()  # (B, T): [CLS] row, heads mean
+        predicted = logits.float().softmax(-1).cpu()
+        rows = []
+        for i, length in enumerate(lengths.tolist()):
+            pieces = [data.tokenizer.id_to_token(t) for t in tokens[i, :length].tolist()]
+            label = int(predicted[i].argmax())
+            rows.append((pieces, weights[i, :length].tolist(),
+                         f"true {self.class_names[labels[i]]}, predicted "
+                         f"{self.class_names[label]} ({float(predicted[i, label]):.2f})"))
+        log_figure(self, "test/cls_attention", cls_attention_figure(rows))
+
+    # ------------------------------------------------------------------ predict
+    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
+        """``label<TAB>probability<TAB>text`` per input. A text with no tokens stops the run
+        with one :class:`DataError`; a text longer than ``max_length`` tokens is classified
+        on its first tokens, with a notice on stderr."""
+        if self.tokenizer_json is None:
+            raise DataError("this checkpoint carries no tokenizer; it was not written by "
+                            "suite train sentiment")
+        hp = self.hparams
+        encoder = SentimentDataModule(classes=hp.classes, vocab_size=hp.vocab_size,
+                                      max_length=hp.max_length)
+        encoder.load_state_dict({"tokenizer": self.tokenizer_json})
+        batch = encoder.encode(list(inputs))
+        for i, cut in enumerate(batch["truncated"]):
+            if cut:
+                print(f"notice: input {i + 1} is longer than {hp.max_length - 1} tokens; "
+                      f"classified on its first {hp.max_length - 1}", file=sys.stderr)
+        logits, _ = self(batch["tokens"].to(self.device), batch["lengths"].to(self.device))
+        probs = logits.float().softmax(-1).cpu()  # (N, classes)
+        confidence, label = probs.max(dim=-1)
+        return [f"{self.class_names[c]}\t{p:.3f}\t{text}" for text, c, p in
+                zip(inputs, label.tolist(), confidence.tolist(), strict=True)]

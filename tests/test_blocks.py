@@ -1,0 +1,81 @@
+"""Encoder/decoder blocks: norm placement, masks, and incremental decoding."""
+
+import pytest
+import torch
+
+from suite.attention import AttentionMask
+from suite.blocks import EncoderLayer, LayerConfig, TransformerDecoder, TransformerEncoder
+from suite.positional import RotaryEmbedding
+
+CONFIG = LayerConfig(dim=32, num_heads=4, ffn_dim=64, dropout=0.0)
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_incremental_decoding_equals_full_decoding(norm_first, rotary):
+    torch.manual_seed(0)
+    config = LayerConfig(dim=32, num_heads=4, ffn_dim=64, dropout=0.0, norm_first=norm_first)
+    decoder = TransformerDecoder(config, depth=3, rotary=RotaryEmbedding(8) if rotary else None)
+    decoder.eval()
+    memory = torch.randn(2, 9, 32)
+    memory_mask = AttentionMask(key_lengths=torch.tensor([9, 4]))
+    x = torch.randn(2, 7, 32)
+    full, _ = decoder(x, memory, memory_mask=memory_mask)
+    cache = decoder.new_cache()
+    steps = [decoder(x[:, t:t + 1], memory, memory_mask=memory_mask, cache=cache)[0]
+             for t in range(7)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_cache_accepts_several_steps_at_once():
+    torch.manual_seed(1)
+    decoder = TransformerDecoder(CONFIG, depth=2).eval()
+    memory, x = torch.randn(1, 5, 32), torch.randn(1, 6, 32)
+    full, _ = decoder(x, memory)
+    cache = decoder.new_cache()
+    first, _ = decoder(x[:, :4], memory, cache=cache)
+    rest, _ = decoder(x[:, 4:], memory, cache=cache)
+    torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_is_causal():
+    torch.manual_seed(2)
+    decoder = TransformerDecoder(CONFIG, depth=2).eval()
+    memory, x = torch.randn(1, 5, 32), torch.randn(1, 6, 32)
+    out, _ = decoder(x, memory)
+    changed = x.clone()
+    changed[:, 4:] += 1.0
+    out2, _ = decoder(changed, memory)
+    torch.testing.assert_close(out[:, :4], out2[:, :4])
+    assert not torch.allclose(out[:, 4:], out2[:, 4:])
+
+
+def test_decoder_returns_cross_attention_maps():
+    decoder = TransformerDecoder(CONFIG, depth=2).eval()
+    _, maps = decoder(torch.randn(2, 3, 32), torch.randn(2, 5, 32), need_weights=True)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 3, 5)
+
+
+def test_pre_and_post_norm_differ_in_where_layernorm_sits():
+    torch.manual_seed(3)
+    x = torch.randn(2, 6, 32) * 5 + 3
+    post = EncoderLayer(LayerConfig(dim=32, num_heads=4, ffn_dim=64, dropout=0.0,
+                                    norm_first=False)).eval()
+    out, _ = post(x)
+    # Post-norm ends in LayerNorm: every position is normalised.
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 6), atol=1e-5, rtol=0)
+    pre = EncoderLayer(CONFIG).eval()
+    out, _ = pre(x)
+    assert out.mean(-1).abs().max() > 0.1  # pre-norm keeps the residual stream's scale
+
+
+def test_encoder_padding_invariance_and_maps():
+    torch.manual_seed(4)
+    encoder = TransformerEncoder(CONFIG, depth=2).eval()
+    x = torch.randn(2, 10, 32)
+    mask = AttentionMask(key_lengths=torch.tensor([10, 6]), window=(2, 2))
+    out, maps = encoder(x, mask, need_weights=True)
+    alone, _ = encoder(x[1:, :6], AttentionMask(key_lengths=torch.tensor([6]), window=(2, 2)))
+    torch.testing.assert_close(out[1:, :6], alone, atol=1e-5, rtol=1e-5)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 10, 10)
+    assert (maps[0][:, :, 0, 3:] == 0).all()  # outside the (2, 2) window

@@ -1,0 +1,113 @@
+"""The `suite` command, end to end on the small seq2seq head."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+
+TINY = ["--data.train_size=64", "--data.val_size=32", "--data.test_size=32",
+        "--data.batch_size=32", "--model.dim=32", "--model.ffn_dim=64",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_unknown_head_is_one_line_and_exit_2(capsys):
+    assert main(["train", "no-such-head"]) == 2
+    line = one_error_line(capsys)
+    assert "unknown head 'no-such-head'" in line and "seq2seq" in line
+
+
+def test_unknown_key_names_the_valid_ones(capsys, tmp_path):
+    assert main(["train", "seq2seq", "--model.depthh=3", "--run.root", str(tmp_path)]) == 2
+    line = one_error_line(capsys)
+    assert "--model.depthh" in line and "depth" in line and "lr" in line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  train_sise: 3\n")
+    assert main(["train", "seq2seq", "-c", str(bad), "--run.root", str(tmp_path)]) == 2
+    assert "train_sise" in one_error_line(capsys)
+
+
+def test_missing_config_and_unknown_command(capsys, tmp_path):
+    assert main(["train", "seq2seq", "-c", str(tmp_path / "none.yaml")]) == 2
+    assert "none.yaml" in one_error_line(capsys)
+    assert main(["fly"]) == 2
+    assert "unknown command" in one_error_line(capsys)
+
+
+def test_help_and_list(capsys):
+    assert main(["--help"]) == 0
+    assert "experiment" in capsys.readouterr().out
+    assert main(["train", "--help"]) == 0
+    assert "seq2seq" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "seq2seq", "--help"])
+    assert exit_info.value.code == 0
+    assert "--model.depth" in capsys.readouterr().out
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "seq2seq" in out and "experiments:" in out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs")
+    code = main(["train", "seq2seq", *TINY, "--trainer.max_steps=3", "--run.root", str(root),
+                 "--run.name", "tiny"])
+    assert code == 0
+    return root / "seq2seq" / "adhoc" / "tiny"
+
+
+def test_train_writes_the_run_directory(trained):
+    assert (trained / "config.yaml").is_file() and (trained / "metrics.csv").is_file()
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
+    assert (trained / "checkpoints" / "best.ckpt").is_file()
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["head"] == "seq2seq" and summary["steps"] == 3
+    assert summary["params"] > 0 and summary["samples_per_second"] > 0
+    assert {"test/loss", "test/exact_match", "val/loss"} <= set(summary["metrics"])
+    assert summary["precision"] in ("bf16-mixed", "32-true")
+    assert (trained / "media" / "test_cross_attention.png").is_file()
+
+
+def test_predict_and_bad_input(trained, capsys):
+    ckpt = str(trained / "checkpoints" / "last.ckpt")
+    assert main(["predict", "seq2seq", "--ckpt", ckpt, "3 1 2", "907"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("3 1 2 ->") and lines[1].startswith("907 ->")
+    assert main(["predict", "seq2seq", "--ckpt", ckpt, "12x"]) == 1
+    assert "'12x'" in one_error_line(capsys)
+    assert main(["predict", "seq2seq", "--ckpt", "nope.ckpt", "1"]) == 2
+
+
+def test_test_and_resume(trained, capsys):
+    ckpt = str(trained / "checkpoints" / "last.ckpt")
+    assert main(["test", "seq2seq", "--ckpt", ckpt, "--run.root", str(trained.parent.parent.parent),
+                 "--run.name", "tested", "--trainer.enable_progress_bar=false"]) == 0
+    tested = json.loads((trained.parent / "tested" / "summary.json").read_text())
+    assert "test/exact_match" in tested["metrics"]
+    root = str(trained.parent.parent.parent)
+    assert main(["train", "seq2seq", *TINY, "--trainer.max_steps=5", "--run.root", root,
+                 "--run.name", "tiny", "--run.resume", "last", "--run.test=false"]) == 0
+    assert json.loads((trained / "summary.json").read_text())["steps"] == 5
+
+
+def test_two_process_ddp_through_suite_train(tmp_path):
+    """Lightning's own DDP (gloo on CPU) launched by the same `suite train` entry point."""
+    command = [sys.executable, "-m", "suite.cli", "train", "seq2seq", *TINY,
+               "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu",
+               "--trainer.max_steps=2", "--run.root", str(tmp_path), "--run.name", "ddp",
+               "--run.wandb", "disabled"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "seq2seq" / "adhoc" / "ddp" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 2
+    assert "test/loss" in summary["metrics"]
