@@ -16,7 +16,7 @@ Batch attributes (N = nodes in the batch, E = directed edges, B = graphs):
 - ``batch`` ``(N,)`` and ``ptr`` ``(B+1,)``: PyG's graph membership.
 - ``lap_pe`` / ``rw_pe`` ``(N, pe_dim)`` float when ``pe`` asks for one.
 - ``spd`` ``(sum_i N_i**2,)`` uint8 when ``spd=True``: hop counts clipped to ``spd_max``
-  (unreachable = ``spd_max``); :func:`dense_spd(batch.spd, batch.ptr)` gives
+  (unreachable = ``spd_max``); ``dense_spd(batch.spd, batch.ptr)`` gives
   ``(B, N_max, N_max)`` long.
 """
 
@@ -87,7 +87,7 @@ _PE_ATTR = {"laplacian": "lap_pe", "random_walk": "rw_pe"}
 def prepare(dataset: str | None = None) -> None:
     """Fetch ``dataset`` (or every data set) into the cache; molecules are also processed.
 
-    Idempotent: cached, verified files are not fetched again.
+    Idempotent: files already in the cache are not fetched again, nor sets re-processed.
     """
     for name in [dataset] if dataset else list(DATASETS):
         if name not in DATASETS:

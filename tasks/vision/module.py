@@ -91,7 +91,8 @@ class VisionModule(TaskModule):
         self.channels_last = channels_last and model in ("cnn", "resnet18")
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.metrics = nn.ModuleDict({stage: MetricCollection(
+        # ModuleDict keys may not shadow nn.Module attributes ("train"), hence "<stage>_".
+        self.metrics = nn.ModuleDict({f"{stage}_": MetricCollection(
             {"acc": MulticlassAccuracy(num_classes, average="micro"),
              "f1": MulticlassF1Score(num_classes, average="macro")}, prefix=f"{stage}/")
             for stage in ("train", "val", "test")})
@@ -135,7 +136,7 @@ class VisionModule(TaskModule):
         n = self.batch_size(batch)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, on_epoch=True,
                  on_step=stage == "train")
-        metrics = self.metrics[stage]
+        metrics = self.metrics[f"{stage}_"]
         metrics.update(logits.detach(), labels)
         self.log_dict(metrics, prog_bar=stage != "train", batch_size=n, on_epoch=True,
                       on_step=False)

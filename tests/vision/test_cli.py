@@ -2,6 +2,7 @@
 train (fast_dev_run and a 2-step run with a checkpoint), predict on a PNG, and the error exit."""
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,6 @@ from PIL import Image
 
 from suite.cli import main
 from tasks.vision import data as vd
-from tests.vision.test_data import write_idx_set
 
 TINY = ["--data.train_size=40", "--data.val_size=20", "--data.batch_size=8",
         "--model.dim=16", "--model.depth=1", "--model.num_heads=2", "--model.ffn_dim=32",
@@ -21,7 +21,17 @@ TINY = ["--data.train_size=40", "--data.val_size=20", "--data.batch_size=8",
 def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """200 random train and 50 test images in the cache layout the data module reads."""
     monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    write_idx_set(vd.FASHION_FILES["train-images-idx3-ubyte"].local.parent, 200, 50)
+    rng = np.random.default_rng(0)
+    for part, n in (("train", 200), ("test", 50)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = np.arange(n, dtype=np.uint8) % 10
+        for name, array in zip(vd.IDX_NAMES[part], (images, labels), strict=True):
+            path = vd.FASHION_FILES[name].local
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # IDX: zero, zero, type 0x08 (uint8), rank, big-endian sizes, then the bytes.
+            header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I",
+                                                                   *array.shape)
+            path.write_bytes(header + array.tobytes())
 
 
 def train(tmp_path: Path, *args: str) -> int:

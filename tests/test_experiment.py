@@ -1,0 +1,71 @@
+"""Experiments: planning runs x seeds, running/skipping them, and the report files."""
+
+import pytest
+
+from suite import experiment
+from suite.experiment import execute, plan_runs
+from suite.report import mean_sd, runs_table, write_report
+
+SPEC = {
+    "name": "demo", "head": "seq2seq", "seeds": [0, 1],
+    "runs": [{"name": "a", "config": "configs/seq2seq/default.yaml",
+              "overrides": {"model.depth": 1}},
+             {"name": "b", "config": None, "overrides": {}, "seeds": [5]}],
+    "quick": {"seeds": [0], "runs": ["a"], "overrides": {"trainer.max_steps": 2}},
+    "report": {"metrics": ["test/exact_match"],
+               "plots": [{"x": "train_size", "y": "test/exact_match", "series": "model",
+                          "logx": True, "file": "plot.png"}]},
+}
+
+
+def test_plan_expands_seeds_and_quick_subset():
+    full = plan_runs(SPEC, quick=False)
+    assert [r["name"] for r in full] == ["a-s0", "a-s1", "b-s5"]
+    quick = plan_runs(SPEC, quick=True)
+    assert [r["name"] for r in quick] == ["a-s0"]
+    assert quick[0]["overrides"] == {"model.depth": 1, "trainer.max_steps": 2}
+
+
+def test_mean_sd_formatting():
+    assert mean_sd([0.5]) == "0.5"
+    assert mean_sd([1.0, 3.0]) == "2 +- 1.4 (n=2)"
+    assert mean_sd([None]) == "-"
+
+
+def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
+    run = {"name": "tiny-s0", "group": "tiny", "head": "seq2seq", "seed": 0, "config": None,
+           "overrides": {"data.train_size": 64, "data.val_size": 16, "data.test_size": 16,
+                         "data.batch_size": 32, "model.dim": 32, "trainer.max_steps": 2,
+                         "trainer.enable_progress_bar": False, "run.wandb": "disabled"}}
+    row = execute(run, "exp", tmp_path, force=False)
+    assert row["name"] == "tiny-s0" and "test/exact_match" in row["metrics"]
+    assert row["params"] > 0 and row["train_size"] == 64
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("a finished run must be skipped")
+
+    monkeypatch.setattr(experiment.subprocess, "run", no_subprocess)
+    assert execute(run, "exp", tmp_path, force=False)["metrics"] == row["metrics"]
+
+
+def test_report_tables_and_plots(tmp_path):
+    rows = [{"name": f"{m}-{n}-s{s}", "group": f"{m}-{n}", "model": m, "dataset": "d",
+             "train_size": n, "seed": s, "params": 10, "train_seconds": 1.0,
+             "samples_per_second": 5.0, "peak_memory_mb": 1.0,
+             "metrics": {"test/exact_match": acc + s / 100}}
+            for m, acc in (("small", 0.5), ("big", 0.7)) for n in (100, 1000) for s in (0, 1)]
+    results = {"experiment": "demo", "command": "suite experiment demo",
+               "generated": "2026-11-21T00:00:00Z", "git_sha": "abc",
+               "hardware": {"cpu": "cpu", "threads": 2, "gpu": None}, "runs": rows}
+    table = runs_table(rows, ["test/exact_match"])
+    assert "| small-100 | small | d | 100 | 0.505 +- 0.0071 (n=2) |" in table
+    readme = write_report(SPEC, results, tmp_path).read_text()
+    assert "suite experiment demo" in readme and "![" in readme
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_unknown_experiment_is_a_usage_error():
+    from suite.cli import UsageError
+
+    with pytest.raises(UsageError, match="unknown experiment"):
+        experiment.load_spec("no-such-experiment")
