@@ -175,23 +175,26 @@ def _banded(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float
 
     Queries ``(B, H, T, d)`` are cut into ``n`` blocks of ``b``; keys/values are padded by the
     reach on both sides and unfolded into overlapping spans of ``span = b + reach`` keys. Each
-    block runs SDPA against its own span, with heads and blocks folded into SDPA's batch.
-    Window, causal and chunk rules are translation-invariant by whole blocks, so one
-    ``(b, span)`` pattern serves every block; only the sequence ends and key padding vary.
+    block runs SDPA against its own span, blocks folded into SDPA's batch and heads kept as
+    its heads, so one ``(b, span)`` mask per block serves every head. Window, causal and chunk
+    rules are translation-invariant by whole blocks, so one pattern serves every block; only
+    the sequence ends and key padding vary.
     """
     batch, heads, seq_len, head_dim = q.shape
     block, reach_left, reach_right = _block_geometry(mask, seq_len)
     n_blocks = math.ceil(seq_len / block)
     span = block + reach_left + reach_right
     q_pad = n_blocks * block - seq_len
-    folded = batch * heads * n_blocks
-    q_blocks = F.pad(q, (0, 0, 0, q_pad)).reshape(folded, 1, block, head_dim)
+    if q_pad:
+        q = F.pad(q, (0, 0, 0, q_pad))
+    q_blocks = q.view(batch, heads, n_blocks, block, head_dim).transpose(1, 2).reshape(
+        batch * n_blocks, heads, block, head_dim)
     # Keys padded so that block i's span starts at padded index i * block.
     kv_pad = (0, 0, reach_left, q_pad + reach_right)
 
-    def spans(x: Tensor) -> Tensor:  # (B, H, T, d) -> (B * H * n, 1, span, d)
-        return F.pad(x, kv_pad).unfold(2, span, block).transpose(-1, -2).reshape(
-            folded, 1, span, head_dim)
+    def spans(x: Tensor) -> Tensor:  # (B, H, T, d) -> (B * n, H, span, d)
+        x = F.pad(x, kv_pad).unfold(2, span, block)  # (B, H, n, d, span), a view
+        return x.permute(0, 2, 1, 4, 3).reshape(batch * n_blocks, heads, span, head_dim)
 
     device = q.device
     # The pattern of an interior block (far enough from 0 that every key index is >= 0).
@@ -206,15 +209,17 @@ def _banded(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float
         limit = mask.key_lengths.clamp(max=seq_len).view(batch, 1, 1)
     valid = (k_abs >= 0) & (k_abs < limit)  # (B, n, span)
     allowed = pattern & valid[:, :, None, :]  # (B, n, b, span)
-    allowed, has_key = _guard_empty_rows(allowed)
-
-    def per_head(m: Tensor) -> Tensor:  # (B, n, b, L) -> (B * H * n, 1, b, L)
-        return m[:, None].expand(batch, heads, *m.shape[1:]).reshape(folded, 1, block, -1)
-
-    out = F.scaled_dot_product_attention(q_blocks, spans(k), spans(v),
-                                         attn_mask=per_head(allowed), dropout_p=dropout)
-    out = out * per_head(has_key)  # (B * H * n, 1, b, d)
-    return out.view(batch, heads, n_blocks * block, head_dim)[:, :, :seq_len]
+    has_key = allowed.any(dim=-1, keepdim=True)
+    some_empty = not bool(has_key.all())
+    if some_empty:
+        allowed = allowed | ~has_key
+    out = F.scaled_dot_product_attention(
+        q_blocks, spans(k), spans(v), dropout_p=dropout,
+        attn_mask=allowed.reshape(batch * n_blocks, 1, block, span))  # (B * n, H, b, d)
+    if some_empty:
+        out = out * has_key.reshape(batch * n_blocks, 1, block, 1)
+    out = out.view(batch, n_blocks, heads, block, head_dim).transpose(1, 2)
+    return out.reshape(batch, heads, n_blocks * block, head_dim)[:, :, :seq_len]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None = None,

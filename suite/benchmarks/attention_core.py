@@ -1,10 +1,10 @@
 """Benchmark ``attention_core``: windowed vs full attention as T grows, and our encoder layer
 against ``torch.nn.TransformerEncoderLayer``.
 
-Every measurement runs in a fresh subprocess so the peak resident memory (``ru_maxrss``) it
-reports belongs to that configuration alone: peak minus the resident size just before the
-first attention call (inputs already allocated). Times are the median of repeated
-forward + backward passes after one warm-up pass.
+Every measurement runs in a fresh subprocess; its peak memory is the kernel's peak resident
+size (``VmHWM``, reset just before the first attention call) minus the resident size at that
+moment, so inputs and start-up are excluded and only what attention itself allocates counts.
+Times are the median of repeated forward + backward passes after one warm-up pass.
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ VARIANTS = {
 EXPLICIT_MAX_T = 8192  # the T x T path needs ~3 GB at 8k; 16k would need ~12 GB
 
 
-def _rss_mb() -> float:
-    import resource
+def _proc_status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith(field))
+    return int(line.split()[1]) / 1024
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def _reset_peak() -> float:
+    """Reset the kernel's peak-RSS mark (Linux ``clear_refs`` 5) and return the current RSS,
+    so the next ``VmHWM`` read is the peak of what runs in between, not of start-up."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _proc_status_mb("VmRSS")
 
 
 def measure_attention(seq_len: int, impl: str, windowed: bool, repeats: int) -> dict[str, float]:
@@ -46,7 +54,7 @@ def measure_attention(seq_len: int, impl: str, windowed: bool, repeats: int) -> 
     q, k, v = (torch.randn(1, HEADS, seq_len, HEAD_DIM, generator=generator).requires_grad_()
                for _ in range(3))
     mask = AttentionMask(window=WINDOW) if windowed else AttentionMask()
-    before = _rss_mb()
+    before = _reset_peak()
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -54,7 +62,8 @@ def measure_attention(seq_len: int, impl: str, windowed: bool, repeats: int) -> 
         out.sum().backward()
         times.append(time.perf_counter() - start)
         q.grad = k.grad = v.grad = None
-    return {"seconds": statistics.median(times[1:]), "peak_memory_mb": _rss_mb() - before}
+    return {"seconds": statistics.median(times[1:]),
+            "peak_memory_mb": _proc_status_mb("VmHWM") - before}
 
 
 def _layer_pair(dim: int, heads: int, ffn: int) -> tuple[torch.nn.Module, torch.nn.Module]:
