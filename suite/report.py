@@ -41,8 +41,15 @@ def value(run: dict[str, Any], key: str) -> Any:
     return run["metrics"].get(key) if key in run.get("metrics", {}) else run.get(key)
 
 
+def _test_metrics(members: list[dict[str, Any]]) -> str:
+    """Every ``test/...`` metric of a group, for tables that mix heads with different metrics."""
+    keys = sorted({k for r in members for k in r["metrics"] if k.startswith("test/")})
+    return "; ".join(f"{k[5:]} {mean_sd([r['metrics'].get(k) for r in members])}" for k in keys)
+
+
 def runs_table(runs: list[dict[str, Any]], metrics: list[str]) -> str:
-    """Markdown table: one row per run group, metrics as mean +- sd over seeds."""
+    """Markdown table: one row per run group, metrics as mean +- sd over seeds (``test/*``:
+    every test metric in one column)."""
     columns = ["run", "model", "data", "train size", *metrics, "params", "train s",
                "samples/s", "peak MB"]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -50,7 +57,8 @@ def runs_table(runs: list[dict[str, Any]], metrics: list[str]) -> str:
         first = members[0]
         cells = [group, str(first.get("model")), str(first.get("dataset")),
                  str(first.get("train_size") or "-")]
-        cells += [mean_sd([value(r, m) for r in members]) for m in metrics]
+        cells += [_test_metrics(members) if m == "test/*" else
+                  mean_sd([value(r, m) for r in members]) for m in metrics]
         cells += [f"{first.get('params') or 0:,}",
                   mean_sd([r.get("train_seconds") for r in members]),
                   mean_sd([r.get("samples_per_second") for r in members]),
