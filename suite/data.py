@@ -171,7 +171,8 @@ class DebianMember:
     def describe(self) -> str:
         return f"Debian {self.package} :: {self.member}"
 
-    def _deb(self) -> Path:
+    def archive(self) -> Path:
+        """The downloaded .deb (fetched once, kept in the cache's _downloads)."""
         folder = _download_dir() / f"deb-{self.package}"
         existing = list(folder.glob("*.deb"))
         if existing:
@@ -185,7 +186,7 @@ class DebianMember:
 
     def read(self) -> bytes:
         with tempfile.TemporaryDirectory() as tmp:
-            _run_tool(["dpkg-deb", "-x", str(self._deb()), tmp], f"{self.describe()}: dpkg-deb")
+            _run_tool(["dpkg-deb", "-x", str(self.archive()), tmp], f"{self.describe()}: dpkg-deb")
             target = Path(tmp) / self.member.lstrip("/")
             if not target.is_file():
                 raise DataError(f"{self.describe()}: member not found in the package")

@@ -30,6 +30,7 @@ import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,8 @@ def build_corpus(root: Path, n_utterances: int, seed: int, exclude: Iterable[str
         raise DataError(f"cannot synthesize the ASR corpus: {', '.join(missing)} not found "
                         f"(apt-get install {' '.join(DEBIAN_PACKAGES)})")
     utterances = plan(n_utterances, seed, exclude)
+    # Spawning a worker costs seconds of imports: only worth it for a real corpus.
+    workers = min(workers, max(1, len(utterances) // 32))
     # Chunks large enough to amortise festival startup, small enough to balance 2 workers.
     n_chunks = max(1, min(len(utterances), 8 * workers))
     chunks = [utterances[i::n_chunks] for i in range(n_chunks)]
@@ -275,7 +278,9 @@ def build_corpus(root: Path, n_utterances: int, seed: int, exclude: Iterable[str
         tmp.unlink()
         (tmp / "audio").mkdir(parents=True)
         if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            # spawn, not fork: a forked child of a process whose torch thread pool has run
+            # can deadlock in it.
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
                 results = list(pool.map(_render_chunk, chunks, [tmp] * len(chunks)))
         else:
             results = [_render_chunk(c, tmp) for c in chunks]

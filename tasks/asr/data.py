@@ -19,12 +19,14 @@ Data sets (cache layout under ``$SUITE_DATA_DIR/asr/``):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -174,7 +176,7 @@ def prepare_asterisk() -> Path:
 
     texts = asterisk_transcripts()
     # suite.data reads one member per extraction; 551 members need the .deb extracted once.
-    deb = DebianMember(ASTERISK_AUDIO_PACKAGE, ASTERISK_AUDIO_DIR)._deb()
+    deb = DebianMember(ASTERISK_AUDIO_PACKAGE, ASTERISK_AUDIO_DIR).archive()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True, capture_output=True)
         root = Path(tmp) / ASTERISK_AUDIO_DIR
@@ -189,7 +191,8 @@ def prepare_asterisk() -> Path:
                         f"{ASTERISK_LISTING_SHA256[:12]}...")
     audio = [torch.from_numpy(np.asarray(G722.G722(SAMPLE_RATE, 64000).decode(blobs[n]),
                                          dtype=np.int16)) for n in names]
-    features = [log_mel(a.float() / 32768.0) for a in audio]
+    with _one_thread():
+        features = [log_mel(a.float() / 32768.0) for a in audio]
     payload = {"names": names, "texts": [texts[n] for n in names], "audio": audio,
                "listing_sha256": digest, **_pack(features)}
     with atomic_path(target) as tmp_path:
@@ -201,6 +204,18 @@ def _pack(features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     lengths = torch.tensor([len(f) for f in features])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     return {"features": torch.cat(features).half(), "offsets": offsets}
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run many small torch ops on one thread: on a busy machine torch's thread pool spins
+    and makes per-file feature extraction ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def corpus_dir(corpus_size: int, seed: int) -> Path:
@@ -220,13 +235,14 @@ def prepare_synthetic(corpus_size: int = DEFAULT_CORPUS_SIZE, seed: int = 0,
     features, count = [], 0
     total = torch.zeros(N_MELS, dtype=torch.float64)
     squares = torch.zeros(N_MELS, dtype=torch.float64)
-    for row in rows:
-        feats = log_mel(load_audio(root / row["path"]))
-        if row["split"] == "train":
-            count += len(feats)
-            total += feats.sum(0, dtype=torch.float64)
-            squares += feats.double().pow(2).sum(0)
-        features.append(feats.half())
+    with _one_thread():
+        for row in rows:
+            feats = log_mel(load_audio(root / row["path"]))
+            if row["split"] == "train":
+                count += len(feats)
+                total += feats.sum(0, dtype=torch.float64)
+                squares += feats.double().pow(2).sum(0)
+            features.append(feats.half())
     if count == 0:
         raise DataError(f"{root}: no training utterances; use a larger corpus_size")
     mean = total / count
@@ -334,7 +350,7 @@ class FrameBudgetSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self._mine())
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[int]]:
         batches = self._mine()
         if self.shuffle:
             perm = torch.randperm(len(batches),
