@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from suite.cli import UsageError
 from suite.data import DataError, atomic_write_bytes
 from suite.runner import git_sha, hardware
 
@@ -38,8 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def load_spec(name: str) -> dict[str, Any]:
     path = ROOT / "configs" / "experiments" / f"{name}.yaml"
     if not path.is_file():
-        from suite.cli import UsageError
-
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise UsageError(f"unknown experiment {name!r}; expected one of: {', '.join(known)}")
     spec = yaml.safe_load(path.read_text())

@@ -7,6 +7,7 @@ Every run writes ``runs/<head>/<experiment>/<run-name>/``: the resolved ``config
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import inspect
 import json
@@ -26,15 +27,12 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from suite.cli import CONFIGS, UsageError, import_object
 from suite.data import atomic_write_bytes
 from suite.logging import make_loggers, wandb_sync_hint
 from suite.module import TaskModule, peak_memory_mb, resolve_precision
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class CLIError(Exception):
-    """A configuration mistake caught while parsing; reported as one line, exit code 2."""
 
 
 def git_sha() -> str | None:
@@ -197,8 +195,6 @@ def _one_line(err: BaseException, classes: dict[str, type]) -> str:
 def build_cli(head_name: str, head: Any, args: list[str], *,
               trainer_defaults: dict[str, Any]) -> SuiteCLI:
     """Parse ``args`` for ``head`` into a SuiteCLI with model, data and trainer instantiated."""
-    from suite.cli import CONFIGS, import_object
-
     default_config = CONFIGS / head_name / "default.yaml"
     model_class = import_object(head.MODULE)
     datamodule_class = import_object(head.DATAMODULE)
@@ -213,18 +209,14 @@ def build_cli(head_name: str, head: Any, args: list[str], *,
                                       "default_config_files": [str(default_config)]
                                       if default_config.is_file() else []},
                        trainer_defaults=trainer_defaults)
-    except Exception as err:  # jsonargparse raises its own ArgumentError subclasses
-        if type(err).__name__ in ("ArgumentError", "ParserError", "NSKeyError"):
-            classes = {"model": model_class, "data": datamodule_class}
-            raise CLIError(_one_line(err, classes)) from err
-        raise
+    except argparse.ArgumentError as err:  # jsonargparse's errors derive from argparse's
+        classes = {"model": model_class, "data": datamodule_class}
+        raise UsageError(_one_line(err, classes)) from err
     return cli
 
 
 def run_lightning(head_name: str, head: Any, args: list[str], *, test: bool) -> int:
     """``suite train`` (fit, then test the best checkpoint) or ``suite test --ckpt``."""
-    from suite.cli import UsageError
-
     ckpt = None
     if test:
         if "--ckpt" not in args:
@@ -237,17 +229,11 @@ def run_lightning(head_name: str, head: Any, args: list[str], *, test: bool) -> 
         saved = ckpt.parent.parent / "config.yaml"
         if saved.is_file():
             args = ["-c", str(saved), *args]
-    if any(a in ("-h", "--help") for a in args):
-        args = [a for a in args if a not in ("-h", "--help")] + ["--help"]
-    defaults = {"precision": resolve_precision()}
-    try:
-        cli = build_cli(head_name, head, args, trainer_defaults=defaults)
-    except CLIError as err:
-        raise UsageError(str(err)) from err
-    return _run(cli, head_name, ckpt)
+    cli = build_cli(head_name, head, args, trainer_defaults={"precision": resolve_precision()})
+    return _run(cli, ckpt)
 
 
-def _run(cli: SuiteCLI, head_name: str, ckpt: Path | None) -> int:
+def _run(cli: SuiteCLI, ckpt: Path | None) -> int:
     trainer, model, datamodule, run = cli.trainer, cli.model, cli.datamodule, cli.config["run"]
     if ckpt is not None:
         trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
