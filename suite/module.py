@@ -94,7 +94,6 @@ class TaskModule(pl.LightningModule, abc.ABC):
         self._train_samples = 0
         self._train_seconds = 0.0
         self._epoch_start: float | None = None
-        self.examples_per_epoch: int | None = None
 
     # ------------------------------------------------------------------ head interface
     @abc.abstractmethod
@@ -133,8 +132,6 @@ class TaskModule(pl.LightningModule, abc.ABC):
     def on_train_epoch_end(self) -> None:
         if self._epoch_start is not None:
             self._train_seconds += time.perf_counter() - self._epoch_start
-        if self.examples_per_epoch is None:
-            self.examples_per_epoch = self._train_samples
         self.log("perf/samples_per_second", self.samples_per_second)
         self.log("perf/peak_memory_mb", peak_memory_mb())
 

@@ -11,6 +11,7 @@ states in words what they show.
 from __future__ import annotations
 
 import importlib
+import inspect
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -98,9 +99,14 @@ def line_plot(runs: list[dict[str, Any]], plot: dict[str, Any], out_dir: Path) -
     return f"![{plot['y']} vs {plot['x']}]({name})"
 
 
-def _call(path: str, *args: Any) -> str:
-    module, _, function = path.rpartition(".")
-    return getattr(importlib.import_module(module), function)(*args)
+def _call(path: str, results: dict[str, Any], out_dir: Path) -> str:
+    """Call ``package.module.function`` with the results and the report folder (where it may
+    save figures); a function that takes only the results gets only those."""
+    module, _, name = path.rpartition(".")
+    function = getattr(importlib.import_module(module), name)
+    if len(inspect.signature(function).parameters) == 1:
+        return function(results)
+    return function(results, out_dir)
 
 
 def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Path:
@@ -118,7 +124,8 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
         for plot in report.get("plots", []):
             parts += [line_plot(results["runs"], plot, out_dir), ""]
         if report.get("analysis"):
-            parts += ["## What the numbers say", "", _call(report["analysis"], results), ""]
+            parts += ["## What the numbers say", "", _call(report["analysis"], results, out_dir),
+                      ""]
     if report.get("notes"):
         parts += ["## Notes", "", report["notes"].strip(), ""]
     path = out_dir / "README.md"

@@ -69,6 +69,18 @@ def _scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
             if torch.is_tensor(v) and v.numel() == 1}
 
 
+def train_size(trainer: pl.Trainer) -> int | None:
+    """Training examples: the data module's ``num_train_examples`` if it defines one (node
+    tasks count labelled nodes, not graphs), else the length of the training data set."""
+    size = getattr(trainer.datamodule, "num_train_examples", None)
+    if size is None:
+        try:
+            size = len(trainer.train_dataloader.dataset)
+        except (AttributeError, TypeError):
+            return None
+    return int(size)
+
+
 class RunSummary(Callback):
     """Writes ``summary.json`` at the end of fit and of test (merging, never half-written)."""
 
@@ -92,12 +104,11 @@ class RunSummary(Callback):
         assert isinstance(pl_module, TaskModule)
         # Each rank counts its own shard; the run's totals are world_size times that.
         world = trainer.world_size
-        per_epoch = pl_module.examples_per_epoch
         self._write({"params": pl_module.num_parameters(),
                      "train_seconds": round(time.perf_counter() - self.fit_start, 2),
                      "samples_per_second": round(world * pl_module.samples_per_second, 2),
                      "peak_memory_mb": round(peak_memory_mb(), 1),
-                     "train_size": per_epoch * world if per_epoch is not None else None,
+                     "train_size": train_size(trainer),
                      "world_size": world,
                      "epochs": trainer.current_epoch, "steps": trainer.global_step,
                      "metrics": _scalar_metrics(trainer)})

@@ -66,29 +66,11 @@ _FASHION_DEB_DIR = "usr/share/datasets/fashion-mnist"
 _MNIST_5K_SPLIT_SEED = 0
 
 
-@dataclass(frozen=True)
-class Gunzipped:
-    """A Debian member's bytes, gzip-decoded, so that one sha256 verifies every source.
-
-    Debian re-compressed Fashion-MNIST's ``.gz`` files: their bytes differ from upstream's, but
-    the decoded IDX bytes are the same, so the cache keeps those.
-    """
-
-    source: DebianMember
-
-    def describe(self) -> str:
-        return f"{self.source.describe()} (gunzipped)"
-
-    def read(self) -> bytes:
-        try:
-            return gzip.decompress(self.source.read())
-        except (OSError, EOFError) as err:
-            raise DataError(f"{self.describe()}: not gzip data ({err})") from err
-
-
 FASHION_FILES: dict[str, RemoteFile] = {
     name: RemoteFile(f"vision/fashion-mnist/{name}", sha256, (
-        Gunzipped(DebianMember("dataset-fashion-mnist", f"{_FASHION_DEB_DIR}/{name}.gz")),
+        # Debian re-compressed the .gz files; the decoded IDX bytes are upstream's, so the
+        # cache keeps (and the sha256 covers) the decoded bytes from every source.
+        DebianMember("dataset-fashion-mnist", f"{_FASHION_DEB_DIR}/{name}.gz", gunzip=True),
         *(URLMember(f"{mirror}{name}.gz", gunzip=True) for mirror in FashionMNIST.mirrors),
     ))
     for name, sha256 in _FASHION_SHA256.items()

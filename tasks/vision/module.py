@@ -26,7 +26,6 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from suite.data import DataError
 from suite.logging import log_figure
 from suite.module import Stage, TaskModule
 from tasks.vision.data import DATASETS, DatasetName, load_image_file
@@ -69,8 +68,8 @@ class VisionModule(TaskModule):
     monitor = ("val/acc", "max")
 
     def __init__(self, model: str = "vit", dataset: DatasetName = "fashion-mnist",
-                 image_size: int | None = None, patch_size: int = 4, dim: int = 128,
-                 depth: int = 6, num_heads: int = 4, ffn_dim: int = 256, dropout: float = 0.0,
+                 image_size: int | None = None, patch_size: int = 4, dim: int = 96,
+                 depth: int = 6, num_heads: int = 4, ffn_dim: int = 192, dropout: float = 0.0,
                  pool: Pool = "mean", local_kernel: int = 3, pixel_grid: int = 14,
                  pixel_window: int | None = None, cnn_widths: tuple[int, ...] = (32, 64, 128),
                  cnn_blocks: int = 1, label_smoothing: float = 0.1, channels_last: bool = True,
@@ -207,13 +206,11 @@ class VisionModule(TaskModule):
     # ------------------------------------------------------------------ predict
     def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
         """Top-3 classes with probabilities for each image file; every file is read before any
-        prediction, so a file that is not an image stops the run with one error naming it."""
+        prediction, so a file that is not an image stops the run with one
+        :class:`suite.data.DataError` naming it (raised by ``load_image_file``)."""
         info = self.data_info
         images = torch.stack([load_image_file(Path(path), info["dataset"], info["image_size"])
                               for path in inputs])  # (N, C, H, W)
-        if images.shape[1] != info["in_channels"]:
-            raise DataError(f"{inputs[0]}: gives {images.shape[1]} channels, the model takes "
-                            f"{info['in_channels']}")
         logits, _ = self(images.to(self.device))
         top = logits.float().softmax(-1).topk(min(3, logits.shape[-1]), dim=-1)
         lines = []

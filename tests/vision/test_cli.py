@@ -75,3 +75,10 @@ def test_predict_prints_top3_and_rejects_a_non_image(tmp_path: Path,
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "notes.txt: not an image file" in captured.err
+
+
+def test_data_that_does_not_fit_the_model_is_a_usage_error(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    assert train(tmp_path, "--data.image_size=14", "--trainer.fast_dev_run=1") == 2
+    assert "built for fashion-mnist at 28px but the data is fashion-mnist at 14px" in (
+        capsys.readouterr().err)
