@@ -14,14 +14,14 @@ split only (no peeking at test vocabulary) and travels in checkpoints as a JSON 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import lightning.pytorch as pl
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from suite.data import (
     DataError,
@@ -230,6 +230,39 @@ def collate(items: Sequence[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor
             "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
 
 
+class LengthBucketSampler(Sampler[list[int]]):
+    """Shuffled batches of similar-length sentences, so little of each batch is padding.
+
+    Each epoch the indices are shuffled, cut into pools of ``pool_batches`` batches, each pool
+    is sorted by length and cut into batches, and the batches are shuffled: batches stay
+    random in content and order, but a batch's sentences are of similar length (on this set
+    padding falls from about half of every batch to a few percent). Seeded; the epoch count
+    advances the permutation.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int,
+                 pool_batches: int = 50) -> None:
+        self.lengths = torch.tensor(list(lengths))
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool = batch_size * pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=generator)
+        batches = []
+        for pool in order.split(self.pool):
+            pool = pool[self.lengths[pool].argsort(stable=True)]
+            batches += [b.tolist() for b in pool.split(self.batch_size)]
+        for i in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[i]
+
+
 # ----------------------------------------------------------------------------- DataModule
 
 
@@ -341,10 +374,13 @@ class SentimentDataModule(pl.LightningDataModule):
         ids, _ = self._token_ids(texts)
         items = [(torch.tensor(seq, dtype=torch.long), label)
                  for seq, label in zip(ids, labels, strict=True)]
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(items, batch_size=self.batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.num_workers, generator=generator,
-                          persistent_workers=self.num_workers > 0)
+        if shuffle:
+            sampler = LengthBucketSampler([len(seq) for seq in ids], self.batch_size, self.seed)
+            return DataLoader(items, batch_sampler=sampler, collate_fn=collate,
+                              num_workers=self.num_workers,
+                              persistent_workers=self.num_workers > 0)
+        return DataLoader(items, batch_size=self.batch_size, collate_fn=collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

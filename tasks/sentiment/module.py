@@ -224,7 +224,10 @@ class SentimentModule(TaskModule):
         probs = torch.cat(self._test_predictions) if self._test_predictions else None
         if probs is not None and len(probs) == len(texts):  # one device, loader in file order
             self._log_misclassified(texts, labels, probs)
-        self._log_cls_attention(data, texts[:8], labels[:8])
+        per_class = -(-8 // len(self.class_names))  # about 8 samples, every class shown
+        picks = [i for c in range(len(self.class_names))
+                 for i in [j for j, y in enumerate(labels) if y == c][:per_class]]
+        self._log_cls_attention(data, [texts[i] for i in picks], [labels[i] for i in picks])
 
     def _log_misclassified(self, texts: list[str], labels: list[int], probs: Tensor,
                            count: int = 50) -> None:

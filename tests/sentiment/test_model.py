@@ -1,0 +1,127 @@
+"""Sentiment model and module: shapes, padding invariance, train -> predict through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from suite.blocks import LayerConfig
+from suite.cli import main
+from tasks.sentiment.model import SentimentTransformer, pool_sequence
+
+from .test_data import ratings  # noqa: F401  (the tiny-archive fixture)
+
+CONFIG = LayerConfig(dim=32, num_heads=4, ffn_dim=64, dropout=0.1, attention_dropout=0.1)
+TINY = ["--data.vocab_size=80", "--model.vocab_size=80", "--data.batch_size=16",
+        "--model.dim=32", "--model.ffn_dim=64", "--trainer.max_steps=2",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        "--run.wandb=disabled"]
+
+
+def _model(pool: str, positions: str = "sinusoidal", classes: int = 2) -> SentimentTransformer:
+    torch.manual_seed(0)
+    return SentimentTransformer(50, classes, CONFIG, depth=2, pool=pool, positions=positions,
+                                max_length=16, word_dropout=0.2).eval()
+
+
+@pytest.mark.parametrize(("pool", "positions", "classes"),
+                         [("cls", "sinusoidal", 2), ("mean", "learned", 5),
+                          ("meanmax", "sinusoidal", 5)])
+def test_forward_shapes_and_maps(pool: str, positions: str, classes: int) -> None:
+    model = _model(pool, positions, classes)
+    tokens = torch.randint(4, 50, (3, 7))
+    tokens[:, 0] = 2
+    logits, maps = model(tokens, torch.tensor([7, 5, 2]), need_weights=True)
+    assert logits.shape == (3, classes)
+    assert len(maps) == 2 and maps[0].shape == (3, 4, 7, 7)
+    assert torch.allclose(maps[-1].sum(-1), torch.ones(3, 4, 7), atol=1e-5)
+    assert maps[-1][1, :, :, 5:].abs().max() == 0  # padded keys get no attention
+    _, none = model(tokens, torch.tensor([7, 5, 2]))
+    assert none == []
+
+
+@pytest.mark.parametrize("pool", ["cls", "mean", "meanmax"])
+def test_logits_do_not_depend_on_padding(pool: str) -> None:
+    """A sentence alone and batched with longer ones (padded with junk) gives the same logits."""
+    model = _model(pool)
+    short = torch.tensor([[2, 10, 11, 12]])
+    alone, _ = model(short, torch.tensor([4]))
+    batch = torch.randint(4, 50, (3, 9))
+    batch[:, 0] = 2
+    batch[1, :4] = short[0]
+    batch[1, 4:] = 0
+    batched, _ = model(batch, torch.tensor([9, 4, 6]))
+    assert torch.allclose(alone[0], batched[1], atol=1e-5)
+    batch[1, 4:] = 17  # whatever sits in the padding must not matter
+    again, _ = model(batch, torch.tensor([9, 4, 6]))
+    assert torch.allclose(batched, again, atol=1e-6)
+
+
+def test_pooling_ignores_cls_and_padding() -> None:
+    hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)  # values 0..7
+    lengths = torch.tensor([4, 2])
+    assert pool_sequence(hidden, lengths, "cls").flatten().tolist() == [0.0, 4.0]
+    assert pool_sequence(hidden, lengths, "mean").flatten().tolist() == [2.0, 5.0]
+    assert pool_sequence(hidden, lengths, "meanmax").tolist() == [[2.0, 3.0], [5.0, 5.0]]
+
+
+def test_word_dropout_only_in_training() -> None:
+    model = _model("cls")
+    tokens = torch.randint(4, 50, (2, 8))
+    assert torch.equal(model.embed(tokens), model.embed(tokens))
+    model.train()
+    torch.manual_seed(1)
+    assert not torch.equal(model.embed(tokens), model.embed(tokens))
+
+
+@pytest.fixture
+def trained(ratings: list, tmp_path: Path) -> Path:  # noqa: F811
+    """Two optimiser steps of the default config (with the MLM loss) on the tiny archive."""
+    code = main(["train", "sentiment", *TINY, "--model.mlm_weight=0.5", "--run.root",
+                 str(tmp_path), "--run.name", "tiny"])
+    assert code == 0
+    return tmp_path / "sentiment" / "adhoc" / "tiny"
+
+
+def test_train_then_predict_from_the_checkpoint(trained: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["model"] == "transformer-cls"
+    assert summary["dataset"] == "rotten-tomatoes-binary"
+    assert {"test/acc", "test/macro_f1", "train/mlm_loss"} <= set(summary["metrics"])
+    media = trained / "media"
+    assert (media / "test_confusion_matrix.png").is_file()
+    assert (media / "test_cls_attention.png").is_file()
+    assert (media / "test_misclassified.csv").is_file()
+
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    long_text = " ".join(["a wonderful film"] * 60)
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), "a fine film", long_text]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 2
+    label, probability, text = lines[0].split("\t")
+    assert label in ("negative", "positive") and 0.5 <= float(probability) <= 1
+    assert text == "a fine film"
+    assert "input 2 is longer than" in captured.err
+
+    lines_file = tmp_path / "lines.txt"
+    lines_file.write_text("dull\n\na nice film\n")
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), "--file", str(lines_file)]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), "good", ""]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "empty or blank" in err[0]
+
+
+def test_model_and_data_must_agree(ratings: list, tmp_path: Path,  # noqa: F811
+                                   capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", "sentiment", *TINY, "--data.classes=5", "--run.root", str(tmp_path)])
+    assert code == 2
+    assert "--model.classes=2 vs --data.classes=5" in capsys.readouterr().err
