@@ -50,8 +50,12 @@ def load_head(name: str) -> Any:
 
 
 def import_object(path: str) -> Any:
+    """``package.module.Name`` -> the object; a head whose code is missing is a usage error."""
     module, _, attr = path.rpartition(".")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"{path} cannot be loaded ({err}): the head is incomplete") from err
 
 
 # ----------------------------------------------------------------------------- commands
