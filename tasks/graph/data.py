@@ -23,6 +23,7 @@ Batch attributes (N = nodes in the batch, E = directed edges, B = graphs):
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -118,7 +119,9 @@ class GraphDataModule(pl.LightningDataModule):
         split: molecules ``random`` (seeded 80/10/10) or ``scaffold`` (DeepChem's
             deterministic Bemis-Murcko split, same for every seed). Node tasks always use
             their stated seeded split (Cora 20 per class / 500 / 1,000; others 60/20/20).
-        seed: the split seed (and Laplacian eigenvector signs).
+        seed: the split seed (and Laplacian eigenvector signs); None (default) = the run's
+            ``seed_everything`` (``PL_GLOBAL_SEED``, else 0), so each seed of an experiment
+            draws its own split and every model of that seed sees the same one.
         batch_size: molecules per batch (node tasks: always the whole graph).
         pe: node positional encoding added as ``lap_pe`` / ``rw_pe``.
         pe_dim: its width (eigenvectors or random-walk steps).
@@ -128,7 +131,7 @@ class GraphDataModule(pl.LightningDataModule):
     """
 
     def __init__(self, dataset: DatasetName = "esol",
-                 split: Literal["random", "scaffold"] = "random", seed: int = 0,
+                 split: Literal["random", "scaffold"] = "random", seed: int | None = None,
                  batch_size: int = 64, pe: Literal["none", "laplacian", "random_walk"] = "none",
                  pe_dim: int = 8, spd: bool = False, spd_max: int = 20,
                  num_workers: int = 0) -> None:
@@ -142,6 +145,8 @@ class GraphDataModule(pl.LightningDataModule):
             raise ValueError(f"pe_dim must be >= 1 with pe={pe!r}, got {pe_dim}")
         clip_spd(torch.zeros(0, dtype=torch.uint8), spd_max)  # validates spd_max early
         self.save_hyperparameters()
+        if seed is None:
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
         self.dataset, self.split, self.seed = dataset, split, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.pe, self.pe_dim, self.spd, self.spd_max = pe, pe_dim, spd, spd_max

@@ -1,0 +1,288 @@
+"""Graph Transformers from the shared core: nodes are tokens, the graph is the attention mask.
+
+Two ways to put the graph into self-attention (:class:`GraphTransformer`):
+
+- ``edge``: node i attends only to its neighbours and itself,
+
+  .. math::
+      \\alpha_{ij} = \\operatorname{softmax}_{j \\in \\mathcal{N}(i) \\cup \\{i\\}}
+      \\Big(\\frac{q_i^\\top k_j}{\\sqrt{d_k}} + b^{h}_{e_{ij}}\\Big), \\qquad
+      h_i' = W^O \\big\\Vert_h \\sum_j \\alpha_{ij} v_j
+
+  with a learned per-head bias :math:`b^h_e` for the bond type of edge (j, i). On padded
+  batches of small graphs this is the core's :class:`~suite.attention.MultiHeadAttention`
+  with the adjacency (+ self-loops) as ``AttentionMask.allowed`` and the bond bias as
+  ``AttentionMask.bias``; on one large graph (Cora, polblogs) :func:`edge_list_attention`
+  computes the same thing over ``edge_index`` with PyG's sparse ``softmax`` and ``scatter``,
+  so memory grows with edges, not nodes^2.
+- ``full``: every node attends to every node of its graph; structure enters as positional
+  encodings (Laplacian eigenvectors / random-walk return probabilities, added to the node
+  vectors) and as a Graphormer-style bias :math:`b^h_{\\phi(i,j)}` learned per head for each
+  shortest-path distance :math:`\\phi(i,j)` (plus the bond bias on direct bonds), so the model
+  can learn how local to be instead of being told.
+
+Graph-level outputs are read out from a [CLS] token (a virtual node that attends to every
+node) or by mean/sum pooling; node-level outputs are the node vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.data import Batch
+from torch_geometric.nn import global_add_pool, global_mean_pool
+from torch_geometric.utils import (
+    add_self_loops,
+    remove_self_loops,
+    scatter,
+    softmax,
+    to_dense_adj,
+    to_dense_batch,
+)
+
+from suite.attention import AttentionMask, MultiHeadAttention
+from suite.blocks import LayerConfig, TransformerEncoder
+from tasks.graph.structure import dense_spd
+
+Readout = Literal["cls", "mean", "sum"]
+
+
+class CategoricalEmbedding(nn.Module):
+    """Sum of one embedding per categorical column: ``(n, len(dims))`` long -> ``(n, dim)``.
+
+    How molecules enter (OGB's AtomEncoder/BondEncoder): each atom feature (element,
+    degree, charge, ...) has its own vocabulary and the atom vector is the sum of its columns'
+    vectors.
+    """
+
+    def __init__(self, dims: Sequence[int], dim: int, init_std: float | None = None) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.Embedding(n, dim) for n in dims)
+        for table in self.tables:
+            nn.init.normal_(table.weight, std=init_std if init_std is not None else dim**-0.5)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return sum(table(features[:, i]) for i, table in enumerate(self.tables))
+
+
+class NodeEncoder(nn.Module):
+    """Node input vectors ``(N, dim)``: the features plus a linear map of the positional
+    encoding.
+
+    Args:
+        dim: model width.
+        atom_feature_dims: vocabularies of categorical features (molecules); empty for float
+            features.
+        num_node_features: width of float features (node tasks).
+        pe_attr: the batch attribute holding the positional encoding (``lap_pe``/``rw_pe``).
+        pe_dim: its width.
+        input_dropout: dropout on float features (Cora's sparse bag of words overfits).
+        flip_pe_signs: flip each Laplacian eigenvector's sign at random per graph while
+            training (eigenvectors are defined up to sign; molecules see many graphs).
+    """
+
+    def __init__(self, dim: int, atom_feature_dims: Sequence[int] = (),
+                 num_node_features: int = 0, pe_attr: str | None = None, pe_dim: int = 0,
+                 input_dropout: float = 0.0, flip_pe_signs: bool = False) -> None:
+        super().__init__()
+        if atom_feature_dims:
+            self.features: nn.Module = CategoricalEmbedding(atom_feature_dims, dim)
+        else:
+            self.features = nn.Sequential(nn.Dropout(input_dropout),
+                                          nn.Linear(num_node_features, dim))
+        self.pe_attr = pe_attr
+        self.pe = nn.Linear(pe_dim, dim) if pe_attr else None
+        self.flip_pe_signs = flip_pe_signs
+
+    def forward(self, batch: Batch) -> Tensor:
+        h = self.features(batch.x)  # (N, dim)
+        if self.pe is not None:
+            pe = batch[self.pe_attr]  # (N, pe_dim)
+            if self.flip_pe_signs and self.training:
+                signs = torch.randint(0, 2, (batch.num_graphs, pe.shape[1]), device=pe.device)
+                pe = pe * (2 * signs - 1)[batch.batch]
+            h = h + self.pe(pe)
+        return h
+
+
+def edge_list_attention(attention: MultiHeadAttention, x: Tensor, edge_index: Tensor,
+                        bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The core's multi-head attention restricted to edges, computed over the edge list.
+
+    .. math::
+        \\alpha_{ji} = \\operatorname{softmax}_{j \\to i}\\Big(\\frac{(W^Q x_i)^\\top
+        (W^K x_j)}{\\sqrt{d_k}} + b_{ji}\\Big), \\qquad
+        x_i' = W^O \\big\\Vert_h \\sum_{j \\to i} \\alpha_{ji} W^V x_j
+
+    Uses ``attention``'s own W^Q, W^K, W^V, W^O and dropout, so it is the same function as
+    ``attention(x, mask=AttentionMask(allowed=A^T))`` on the dense adjacency A, at O(E) memory.
+    A node with no incoming edge gets zeros, as in the core.
+
+    Args:
+        attention: the layer whose parameters are used (no rotary encoding).
+        x: ``(N, D)`` node vectors.
+        edge_index: ``(2, E)``, messages flow ``edge_index[0] -> edge_index[1]``
+            (key/value from the source, query at the target).
+        bias: ``(E, heads)`` added to the logits, or None.
+
+    Returns:
+        ``(N, D)`` output and the attention weights ``(E, heads)``.
+    """
+    n, heads, head_dim = x.shape[0], attention.num_heads, attention.head_dim
+    src, dst = edge_index
+    q = attention.q_proj(x).view(n, heads, head_dim)
+    k = attention.k_proj(x).view(n, heads, head_dim)
+    v = attention.v_proj(x).view(n, heads, head_dim)
+    scores = (q[dst] * k[src]).sum(-1).float() / math.sqrt(head_dim)  # (E, H)
+    if bias is not None:
+        scores = scores + bias
+    weights = softmax(scores, dst, num_nodes=n)  # (E, H), sums to 1 over each target's edges
+    dropped = F.dropout(weights, attention.dropout, attention.training)
+    messages = dropped.to(v.dtype)[..., None] * v[src]  # (E, H, head_dim)
+    out = scatter(messages, dst, dim=0, dim_size=n, reduce="sum")  # (N, H, head_dim)
+    return attention.out_proj(out.reshape(n, heads * head_dim)), weights
+
+
+def with_self_loops(edge_index: Tensor, num_nodes: int, edge_bias: Tensor | None = None
+                    ) -> tuple[Tensor, Tensor | None]:
+    """Every node also attends to itself: existing self-loops are replaced by one per node,
+    whose bias is 0 (as the dense path's diagonal)."""
+    edge_index, edge_bias = remove_self_loops(edge_index, edge_bias)
+    return add_self_loops(edge_index, edge_bias, fill_value=0.0, num_nodes=num_nodes)
+
+
+def prediction_head(dim: int, out_dim: int, dropout: float) -> nn.Module:
+    """Linear -> GELU -> dropout -> Linear on the pooled graph vector or each node vector."""
+    return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout),
+                         nn.Linear(dim, out_dim))
+
+
+def pool(h: Tensor, batch: Tensor, readout: Readout, num_graphs: int) -> Tensor:
+    """Mean or sum of each graph's node vectors ``(N, D)`` -> ``(B, D)``."""
+    if readout == "sum":
+        return global_add_pool(h, batch, num_graphs)
+    return global_mean_pool(h, batch, num_graphs)
+
+
+class GraphTransformer(nn.Module):
+    """Pre-norm Transformer encoder (:class:`suite.blocks.TransformerEncoder`) over nodes.
+
+    Args:
+        attention: ``edge`` (neighbours + self) or ``full`` (all nodes, SPD-biased).
+        config: layer sizes for the core's encoder layers.
+        depth: number of layers.
+        encoder: the node input encoder.
+        out_dim: outputs per graph (graph-level) or per node.
+        graph_level: predict one vector per graph (molecules) or per node.
+        readout: ``cls`` (virtual node), ``mean`` or ``sum`` for graph-level outputs.
+        bond_feature_dims: vocabularies of categorical edge features (bias per head).
+        spd_max: largest shortest-path distance with its own bias (``full``).
+        edge_list: compute ``edge`` attention over the edge list instead of a dense mask.
+    """
+
+    def __init__(self, attention: Literal["edge", "full"], config: LayerConfig, depth: int,
+                 encoder: NodeEncoder, out_dim: int, graph_level: bool, readout: Readout = "cls",
+                 bond_feature_dims: Sequence[int] = (), spd_max: int = 0,
+                 edge_list: bool = False) -> None:
+        super().__init__()
+        if attention not in ("edge", "full"):
+            raise ValueError(f"unknown graph attention {attention!r}; expected edge|full")
+        if edge_list and (attention != "edge" or readout == "cls" and graph_level):
+            raise ValueError("the edge-list path serves 'edge' attention with mean/sum readout")
+        if attention == "full" and spd_max < 1:
+            raise ValueError("full attention needs shortest-path distances (data.spd=true)")
+        self.attention, self.readout, self.graph_level = attention, readout, graph_level
+        self.edge_list = edge_list
+        heads = config.num_heads
+        self.encoder = encoder
+        self.stack = TransformerEncoder(config, depth)
+        self.bond_bias = (CategoricalEmbedding(bond_feature_dims, heads, init_std=0.02)
+                          if bond_feature_dims else None)
+        self.spd_bias = nn.Embedding(spd_max + 1, heads) if attention == "full" else None
+        if self.spd_bias is not None:
+            nn.init.zeros_(self.spd_bias.weight)
+        self.use_cls = graph_level and readout == "cls"
+        self.cls = nn.Parameter(torch.randn(1, 1, config.dim) * 0.02) if self.use_cls else None
+        self.cls_bias = nn.Parameter(torch.zeros(heads)) if self.use_cls else None
+        self.head = prediction_head(config.dim, out_dim, config.dropout)
+
+    def forward(self, batch: Batch, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """Outputs ``(B, out_dim)`` (graph-level) or ``(N, out_dim)`` and per-layer attention
+        weights if asked: ``(B, H, T, T)`` on the dense path (T = 1 + N_max with [CLS] first),
+        ``(E + N, H)`` over :func:`with_self_loops` edges on the edge-list path."""
+        h = self.encoder(batch)  # (N, D)
+        edge_bias = self.bond_bias(batch.edge_attr) if self.bond_bias is not None else None
+        if self.edge_list:
+            h, maps = self._edge_list(h, batch, edge_bias, need_weights)
+        else:
+            h, maps = self._dense(h, batch, edge_bias, need_weights)
+        if self.graph_level and not self.use_cls:
+            h = pool(h, batch.batch, self.readout, batch.num_graphs)
+        return self.head(h), maps
+
+    def _edge_list(self, h: Tensor, batch: Batch, edge_bias: Tensor | None, need_weights: bool
+                   ) -> tuple[Tensor, list[Tensor]]:
+        edge_index, edge_bias = with_self_loops(batch.edge_index, h.shape[0], edge_bias)
+        maps = []
+        for layer in self.stack.layers:  # the core's EncoderLayer, attention over edges
+            h, weights = layer.attention_block(
+                h, lambda x, layer=layer: edge_list_attention(layer.attention, x, edge_index,
+                                                              edge_bias))
+            h, _ = layer.ffn_block(h, lambda x, layer=layer: (layer.ffn(x), None))
+            if need_weights:
+                maps.append(weights)
+        return self.stack.norm(h), maps
+
+    def _dense(self, h: Tensor, batch: Batch, edge_bias: Tensor | None, need_weights: bool
+               ) -> tuple[Tensor, list[Tensor]]:
+        x, valid = to_dense_batch(h, batch.batch, batch_size=batch.num_graphs)  # (B, N, D)
+        n_max = x.shape[1]
+        lengths = valid.sum(1)  # (B,)
+        bias = None
+        if edge_bias is not None:  # (B, N_src, N_dst, H) -> (B, H, N_query, N_key)
+            bias = to_dense_adj(batch.edge_index, batch.batch, edge_bias, n_max,
+                                batch.num_graphs).permute(0, 3, 2, 1)
+        allowed = None
+        if self.attention == "edge":  # query i may see key j iff j -> i is an edge, or j = i
+            adjacency = to_dense_adj(batch.edge_index, batch.batch, None, n_max,
+                                     batch.num_graphs)
+            eye = torch.eye(n_max, dtype=torch.bool, device=x.device)
+            allowed = (adjacency.transpose(1, 2) > 0) | eye  # (B, N, N)
+        else:
+            spd = dense_spd(batch.spd, batch.ptr)  # (B, N, N)
+            spd_bias = self.spd_bias(spd).permute(0, 3, 1, 2)  # (B, H, N, N)
+            bias = spd_bias if bias is None else bias + spd_bias
+        if self.use_cls:
+            x, allowed, bias = self._prepend_cls(x, allowed, bias)
+            lengths = lengths + 1
+        mask = AttentionMask(key_lengths=lengths, allowed=allowed, bias=bias)
+        out, maps = self.stack(x, mask, need_weights)  # (B, T, D)
+        if self.use_cls:
+            return out[:, 0], maps
+        return out[valid], maps
+
+    def _prepend_cls(self, x: Tensor, allowed: Tensor | None, bias: Tensor | None
+                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """[CLS] at position 0: it attends to every node; in ``full`` attention every node
+        also attends to it, with a learned bias per head in both directions (Graphormer's
+        virtual-node distance); in ``edge`` attention nodes keep to their neighbours."""
+        b, n, _ = x.shape
+        x = torch.cat([self.cls.expand(b, 1, -1).to(x.dtype), x], dim=1)
+        if allowed is not None:
+            allowed = F.pad(allowed, (1, 0, 1, 0), value=False)
+            allowed[:, 0, :] = True
+        if self.attention == "full":
+            heads = self.cls_bias.shape[0]
+            bias = F.pad(bias if bias is not None else x.new_zeros(b, heads, n, n),
+                         (1, 0, 1, 0))
+            edge = self.cls_bias.view(1, heads, 1).to(bias.dtype)
+            bias[:, :, 0, :] = edge
+            bias[:, :, :, 0] = edge
+        elif bias is not None:
+            bias = F.pad(bias, (1, 0, 1, 0))
+        return x, allowed, bias

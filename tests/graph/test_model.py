@@ -1,0 +1,140 @@
+"""Graph head models and module: edge-list == dense-masked attention, padding invariance, and
+the CLI end to end (karate club; a molecule fixture trained and then used for predict)."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pandas as pd
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from suite.attention import AttentionMask, MultiHeadAttention
+from suite.blocks import LayerConfig
+from suite.cli import main
+from tasks.graph.data import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, GraphDataModule
+from tasks.graph.model import GraphTransformer, NodeEncoder, edge_list_attention, with_self_loops
+from tasks.graph.molecules import MOLECULES
+from tasks.graph.peers import PeerGNN
+
+# A tiny solubility table (made-up values) for the molecule fit -> predict test.
+FIXTURE = [("c1ccccc1", -1.6), ("Cc1ccccc1", -2.2), ("Oc1ccccc1", 0.0), ("Nc1ccccc1", -0.4),
+           ("c1ccc2ccccc2c1", -3.6), ("C1CCCCC1", -3.1), ("OC1CCCCC1", -0.4), ("c1ccncc1", 1.1),
+           ("CCO", 1.1), ("CCCO", 0.6), ("CC(=O)O", 1.2), ("c1ccc(cc1)C(=O)O", -1.6)]
+
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+         "--run.wandb=disabled"]
+SMALL = ["--model.dim=16", "--model.depth=2", "--model.num_heads=2", "--model.ffn_dim=32"]
+
+
+def test_edge_list_attention_equals_dense_masked_core_attention():
+    torch.manual_seed(0)
+    n, heads = 6, 2
+    # A directed graph (so the direction convention is tested), with a node (5) that no edge
+    # reaches and an existing self-loop (2 -> 2) that must not count twice.
+    edge_index = torch.tensor([[0, 1, 1, 2, 3, 4, 2, 0], [1, 0, 2, 3, 1, 0, 2, 4]])
+    x = torch.randn(n, 8)
+    bias = torch.randn(edge_index.shape[1], heads)
+    attention = MultiHeadAttention(8, heads).eval()
+    loops, loop_bias = with_self_loops(edge_index, n, bias)
+    sparse_out, weights = edge_list_attention(attention, x, loops, loop_bias)
+
+    allowed = torch.eye(n, dtype=torch.bool)
+    allowed[edge_index[1], edge_index[0]] = True  # query = target, key = source
+    dense_bias = torch.zeros(heads, n, n)
+    keep = edge_index[0] != edge_index[1]
+    dense_bias[:, edge_index[1][keep], edge_index[0][keep]] = bias[keep].T
+    mask = AttentionMask(allowed=allowed[None], bias=dense_bias[None])
+    dense_out, dense_weights = attention(x[None], mask=mask, need_weights=True)
+    fused_out, _ = attention(x[None], mask=mask)
+    assert torch.allclose(sparse_out, dense_out[0], atol=1e-5)
+    assert torch.allclose(sparse_out, fused_out[0], atol=1e-5)
+    assert torch.allclose(weights, dense_weights[0][:, loops[1], loops[0]].T, atol=1e-6)
+
+
+def _molecules(names: list[str], pe: str = "laplacian") -> list:
+    dm = GraphDataModule("esol", pe=pe, pe_dim=4, spd=True, spd_max=5)
+    return [dm.graph_for_prediction(smiles) for smiles in names]
+
+
+def _transformer(attention: str, readout: str, edge_list: bool = False) -> GraphTransformer:
+    torch.manual_seed(0)
+    encoder = NodeEncoder(16, ATOM_FEATURE_DIMS, pe_attr="lap_pe", pe_dim=4)
+    return GraphTransformer(attention, LayerConfig(dim=16, num_heads=2, ffn_dim=32), 2, encoder,
+                            1, graph_level=True, readout=readout,
+                            bond_feature_dims=BOND_FEATURE_DIMS, spd_max=5,
+                            edge_list=edge_list).eval()
+
+
+def test_whole_model_edge_list_matches_dense():
+    graphs = Batch.from_data_list(_molecules(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]))
+    dense, sparse = _transformer("edge", "mean"), _transformer("edge", "mean", edge_list=True)
+    sparse.load_state_dict(dense.state_dict())
+    assert torch.allclose(dense(graphs)[0], sparse(graphs)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("attention,readout", [("edge", "cls"), ("full", "cls"),
+                                               ("full", "mean"), ("gps", "mean")])
+def test_padding_invariance(attention, readout):
+    """A molecule's output alone equals its output in a batch padded for bigger molecules."""
+    small, *big = _molecules(["CCO", "CC(=O)Oc1ccccc1C(=O)O", "c1ccc2ccccc2c1"])
+    if attention == "gps":
+        torch.manual_seed(0)
+        encoder = NodeEncoder(16, ATOM_FEATURE_DIMS, pe_attr="lap_pe", pe_dim=4)
+        model = PeerGNN("gps", 16, 2, 2, 0.0, 0.0, encoder, 1, True, readout,
+                        BOND_FEATURE_DIMS).eval()
+    else:
+        model = _transformer(attention, readout)
+    with torch.no_grad():
+        alone = model(Batch.from_data_list([small]))[0]
+        batched = model(Batch.from_data_list([big[0], small, big[1]]))[0]
+    assert torch.allclose(alone[0], batched[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["edge", "full", "gat"])
+def test_karate_end_to_end_through_the_cli(tmp_path, model, capsys):
+    args = ["train", "graph", "--data.dataset=karate", "--trainer.max_steps=3",
+            "--run.root", str(tmp_path), "--run.name=k", f"--model.model={model}",
+            "--data.pe=random_walk", "--data.pe_dim=4", f"--data.spd={model == 'full'}",
+            *SMALL, *QUIET]
+    assert main(args) == 0
+    run = tmp_path / "graph" / "adhoc" / "k"
+    assert (run / "summary.json").is_file()
+    if model == "edge":
+        assert (run / "media" / "test_attention_vs_adjacency.png").is_file()
+        out = tmp_path / "labels.csv"
+        capsys.readouterr()
+        assert main(["predict", "graph", "--ckpt", str(run / "checkpoints" / "last.ckpt"),
+                     "0", "33", "--out", str(out)]) == 0
+        assert re.match(r"node 0\t\d", capsys.readouterr().out)
+        with open(out) as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 34 and set(rows[0]) == {"node", "predicted", "label", "split"}
+
+
+def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
+    table = MOLECULES["esol"]
+    table.file.local.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"smiles": [s for s, _ in FIXTURE],
+                  table.target_column: [v for _, v in FIXTURE]}).to_csv(
+        table.file.local, index=False)
+    args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=2",
+            "--data.batch_size=8", "--model.model=full", "--model.readout=cls",
+            "--data.pe=laplacian", "--data.pe_dim=4", "--data.spd=true",
+            "--run.root", str(tmp_path), "--run.name=m", *SMALL, *QUIET]
+    assert main(args) == 0
+    run = tmp_path / "graph" / "adhoc" / "m"
+    assert (run / "media" / "test_molecule_attention.png").is_file()
+    ckpt = str(run / "checkpoints" / "best.ckpt")
+    capsys.readouterr()
+    assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "c1ccccc1O"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["CCO", "c1ccccc1O"]
+    values = [float(line.split("\t")[1]) for line in lines]
+    assert all(-5 < v < 3 for v in values)  # original units (the fixture spans -3.6..1.2)
+    assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "C1CC"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "invalid SMILES 'C1CC'" in err[0]
