@@ -232,6 +232,8 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None = None,
     Returns ``(output (batch, heads, Tq, d), weights (batch, heads, Tq, Tk) or None)``.
     """
     mask = mask or AttentionMask()
+    if mask.key_lengths is not None and bool((mask.key_lengths >= k.shape[-2]).all()):
+        mask = replace(mask, key_lengths=None)  # no padding: let the fused kernel skip the mask
     if impl == "auto":
         impl = _choose(mask, q.shape[-2], k.shape[-2], need_weights)
     if impl == "explicit":

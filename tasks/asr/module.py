@@ -1,0 +1,189 @@
+"""ASR TaskModule: CTC loss, greedy / beam(+LM) decoding, WER/CER on both test sets, media,
+and ``predict`` (offline or streaming) on a user's audio files.
+
+The checkpoint carries everything predict needs without a data module: the training-set
+feature mean/std (buffers) and the vocabulary (checked on load).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from suite.data import DataError
+from suite.logging import log_figure, log_table
+from suite.module import Stage, TaskModule
+from tasks.asr.data import N_MELS, load_audio_file
+from tasks.asr.decode import CharNGram, beam_decode, greedy_decode
+from tasks.asr.model import ASREncoder
+from tasks.asr.text import VOCAB
+
+TEST_NAMES = {"all": ("unseen", "real"), "unseen_voices": ("unseen",), "asterisk": ("real",)}
+"""Metric suffix of each test dataloader, by the data module's ``test_set``."""
+
+
+class ASRModule(TaskModule):
+    """Conv subsampling + truncated-attention Transformer encoder + CTC over characters.
+
+    Args:
+        dim, depth, num_heads, ffn_dim, dropout: the encoder's size.
+        subsampling: 1, 2 or 4 (Conv2d stride-2 stack before the encoder).
+        conv_channels: channels of the subsampling convolutions.
+        window: ``[left, right]`` attention span in encoder (post-subsampling) frames; null
+            for full attention.
+        beam_size: > 0 also scores the test sets with prefix beam search (``*_beam`` metrics).
+        lm_order: order of the character n-gram (trained on the training transcripts) fused
+            into the beam search; 0 for none.
+        lm_alpha, lm_beta: LM weight and per-character bonus of the fusion.
+        stream_chunk: encoder frames per chunk for ``predict --stream``.
+        model: the run's model name (default from the window, e.g. ``ctc-w16-16``).
+    The optimiser arguments are :class:`suite.module.TaskModule`'s.
+    """
+
+    monitor = ("val/cer", "min")
+
+    def __init__(self, dim: int = 192, depth: int = 6, num_heads: int = 4, ffn_dim: int = 768,
+                 dropout: float = 0.1, subsampling: int = 4, conv_channels: int = 64,
+                 window: list[int] | None = (16, 16), beam_size: int = 0, lm_order: int = 6,
+                 lm_alpha: float = 0.5, lm_beta: float = 1.0, stream_chunk: int = 64,
+                 model: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        window = tuple(window) if window is not None else None
+        self.hparams["window"] = list(window) if window is not None else None
+        self.hparams["model"] = model or ("ctc-full" if window is None
+                                          else f"ctc-w{window[0]}-{window[1]}")
+        self.model = ASREncoder(len(VOCAB), N_MELS, dim, depth, num_heads, ffn_dim, dropout,
+                                subsampling, conv_channels, window)
+        self.register_buffer("feature_mean", torch.zeros(N_MELS))
+        self.register_buffer("feature_std", torch.ones(N_MELS))
+        self.vocab = list(VOCAB)
+        self.lm: CharNGram | None = None
+        self.metrics = torch.nn.ModuleDict()
+        for key in ("val", *(f"test_{n}{d}" for n in ("unseen", "real") for d in ("", "_beam"))):
+            self.metrics[key] = torch.nn.ModuleDict({"cer": CharErrorRate(),
+                                                     "wer": WordErrorRate()})
+        self._test_name = "unseen"
+        self._examples: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ setup / checkpoint
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is None:
+            return
+        if stage == "fit":
+            self.feature_mean.copy_(datamodule.feature_mean)
+            self.feature_std.copy_(datamodule.feature_std)
+        if self.hparams.beam_size and self.hparams.lm_order and self.lm is None:
+            train = datamodule.train_dataloader().dataset
+            self.lm = CharNGram((train.texts[j] for j in train.indices), self.hparams.lm_order)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vocab"] = self.vocab
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("vocab", self.vocab) != self.vocab:
+            raise DataError(f"checkpoint vocabulary {checkpoint['vocab']} differs from this "
+                            f"code's {self.vocab}")
+
+    # ------------------------------------------------------------------ training / eval
+    def batch_size(self, batch: dict[str, Any]) -> int:
+        return batch["features"].shape[0]
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        test_set = self.trainer.datamodule.test_set if self.trainer.datamodule else "all"
+        self._test_name = TEST_NAMES[test_set][dataloader_idx]
+        self.step(batch, "test")
+
+    def step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
+        log_probs, lengths, _ = self.model(batch["features"], batch["feature_lengths"])
+        # ctc_loss wants (T, B, V); "mean" divides each utterance's loss by its target length.
+        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
+                          batch["target_lengths"], blank=0, zero_infinity=True)
+        n = self.batch_size(batch)
+        suffix = f"_{self._test_name}" if stage == "test" else ""
+        self.log(f"{stage}/loss{suffix}", loss, prog_bar=stage == "train", batch_size=n,
+                 add_dataloader_idx=False)
+        if stage == "train":
+            return loss
+        hypotheses = greedy_decode(log_probs, lengths, self.vocab)
+        self._score(stage + suffix, hypotheses, batch["texts"], n)
+        if stage == "test":
+            if self.hparams.beam_size:
+                beams = beam_decode(log_probs, lengths, self.hparams.beam_size, self.lm,
+                                    self.hparams.lm_alpha, self.hparams.lm_beta)
+                self._score(f"test{suffix}_beam", beams, batch["texts"], n)
+            self._examples.setdefault(self._test_name, {
+                "features": batch["features"][:1, : batch["feature_lengths"][0]],
+                "log_probs": log_probs[0, : lengths[0]].detach(),
+                "rows": list(zip(batch["texts"][:8], hypotheses[:8], strict=False))})
+        return loss
+
+    def _score(self, key: str, hypotheses: list[str], references: list[str], n: int) -> None:
+        stage, _, name = key.partition("_")
+        for metric, meter in self.metrics[key].items():
+            meter.update(hypotheses, references)
+            self.log(f"{stage}/{metric}{'_' + name if name else ''}", meter, batch_size=n,
+                     add_dataloader_idx=False, prog_bar=stage == "val")
+
+    # ------------------------------------------------------------------ media
+    def on_test_epoch_end(self) -> None:
+        rows = []
+        for name, example in self._examples.items():
+            rows += [[name, ref, hyp] for ref, hyp in example["rows"]]
+            self._log_alignment(name, example["features"][0], example["log_probs"],
+                                example["rows"][0][0])
+            with torch.no_grad():
+                _, _, maps = self.model(example["features"],
+                                        torch.tensor([example["features"].shape[1]],
+                                                     device=self.device), need_weights=True)
+            heads = maps[-1][0]  # last layer (H, T', T')
+            self.log_attention_maps(heads, f"test/attention_{name}",
+                                    [f"last layer, head {h}" for h in range(len(heads))])
+        if rows:
+            log_table(self, "test/transcripts", ["test set", "reference", "greedy"], rows)
+        self._examples = {}
+
+    def _log_alignment(self, name: str, features: Tensor, log_probs: Tensor, text: str) -> None:
+        """Log-mel spectrogram over the CTC posteriors ``(T', V)`` with the greedy path."""
+        import matplotlib.pyplot as plt
+
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=False)
+        top.imshow(features.float().cpu().T.numpy(), origin="lower", aspect="auto")
+        top.set(title=f"{name}: {text[:80]}", ylabel="mel bin", xlabel="frame (10 ms)")
+        posteriors = log_probs.float().exp().cpu()
+        bottom.imshow(posteriors.T.numpy(), origin="lower", aspect="auto", cmap="magma")
+        best = posteriors.argmax(-1).tolist()
+        for t, s in enumerate(best):
+            if s != 0 and (t == 0 or best[t - 1] != s):
+                bottom.text(t, s, self.vocab[s] if s != 1 else "|", color="cyan", fontsize=7)
+        bottom.set(ylabel="symbol (0 = blank)", xlabel="encoder frame",
+                   title="CTC posteriors and greedy alignment")
+        fig.tight_layout()
+        log_figure(self, f"test/ctc_alignment_{name}", fig)
+
+    # ------------------------------------------------------------------ predict
+    def transcribe(self, features: Tensor, stream: bool = False) -> str:
+        """Greedy transcript of one normalised utterance ``(T, 80)``; ``stream`` encodes it
+        chunk by chunk (bounded memory, same output as offline)."""
+        features = features.to(self.device)
+        if stream:
+            log_probs = self.model.stream(features, self.hparams.stream_chunk)[None]
+        else:
+            log_probs, _, _ = self.model(features[None], torch.tensor([len(features)]))
+        return greedy_decode(log_probs, torch.tensor([log_probs.shape[1]]), self.vocab)[0]
+
+    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
+        """``<file>\t<transcript>`` per audio file (any rate, mono or stereo)."""
+        stream = bool(options.get("stream"))
+        if stream and self.model.window is None:
+            raise DataError("--stream needs a model with a truncated attention window; this "
+                            "checkpoint uses full attention")
+        lines = []
+        for path in inputs:
+            features = load_audio_file(path, self.feature_mean.cpu(), self.feature_std.cpu())
+            lines.append(f"{path}\t{self.transcribe(features, stream)}")
+        return lines

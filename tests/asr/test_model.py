@@ -1,0 +1,163 @@
+"""ASR model, decoding, streaming and the CLI: shapes, CTC on hand-made emissions, streaming ==
+offline, and a tiny train -> predict round trip through ``suite.cli.main``.
+
+The CLI test writes a fake packed corpus (random features) straight into a temporary data
+cache, so it needs no synthesisers and runs in seconds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from suite.cli import main
+from tasks.asr import data
+from tasks.asr.decode import (
+    CharNGram,
+    beam_decode,
+    collapse,
+    emission_from_path,
+    greedy_decode,
+    prefix_beam_search,
+)
+from tasks.asr.model import ASREncoder, ConvSubsampling
+from tasks.asr.text import VOCAB, encode
+
+
+def _ids(text: str) -> list[int]:
+    return encode(text).tolist()
+
+
+@pytest.mark.parametrize("factor,receptive", [(1, 1), (2, 3), (4, 7)])
+def test_subsampling_lengths_match_the_conv_arithmetic(factor, receptive):
+    sub = ConvSubsampling(80, 32, factor, channels=4)
+    assert sub.receptive == receptive
+    for frames in (7, 8, 100, 101):
+        out = sub(torch.randn(2, frames, 80))
+        assert out.shape == (2, sub.out_length(frames), 32)
+    assert sub.out_length(100) == {1: 100, 2: 49, 4: 24}[factor]
+
+
+@pytest.mark.parametrize("window", [(4, 4), None])
+def test_encoder_forward_shapes_and_padding_invariance(window):
+    torch.manual_seed(0)
+    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, conv_channels=4,
+                       window=window).eval()
+    features = torch.randn(3, 240, 80)
+    lengths = torch.tensor([240, 160, 50])
+    log_probs, out_lengths, maps = model(features, lengths, need_weights=True)
+    assert log_probs.shape == (3, 59, len(VOCAB)) and log_probs.dtype == torch.float32
+    assert out_lengths.tolist() == [59, 39, 11]
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 59), atol=1e-5)
+    assert len(maps) == 2 and maps[0].shape == (3, 2, 59, 59)
+    if window is not None:  # nothing outside the window is attended to
+        band = torch.ones(59, 59).triu(-window[0]).tril(window[1]).bool()
+        assert maps[0][0, :, ~band].abs().max() == 0
+    alone, _, _ = model(features[2:, :50], lengths[2:])  # padding changes nothing
+    assert torch.allclose(alone[0], log_probs[2, :11], atol=1e-5)
+
+
+def test_ctc_collapse_and_greedy_on_a_hand_made_emission():
+    assert collapse([0, 3, 3, 0, 3, 1, 1, 0]) == [3, 3, 1]
+    c, a, t, space = _ids("c")[0], _ids("a")[0], _ids("t")[0], _ids(" ")[0]
+    path = [0, c, c, 0, a, 0, t, t, space, 0, a, a, 0, 0]
+    emission = emission_from_path(path)[None]
+    assert greedy_decode(emission, torch.tensor([len(path)])) == ["cat a"]
+    assert greedy_decode(emission, torch.tensor([4])) == ["c"]  # lengths respected
+
+
+def test_beam_search_sums_paths_that_greedy_misses():
+    # Two frames of {blank 0.6, "a" 0.4}: greedy emits blank twice (""), but the paths
+    # "aa", "a_", "_a" all collapse to "a": P("a") = 0.16 + 0.24 + 0.24 = 0.64 > P("") = 0.36.
+    a = _ids("a")[0]
+    probs = torch.full((2, len(VOCAB)), 1e-6)
+    probs[:, 0], probs[:, a] = 0.6, 0.4
+    emission = (probs / probs.sum(-1, keepdim=True)).log()
+    assert greedy_decode(emission[None], torch.tensor([2])) == [""]
+    assert prefix_beam_search(emission, beam=4) == "a"
+    assert beam_decode(emission[None], torch.tensor([2]), beam=4) == ["a"]
+    path = [0, *_ids("a"), 0, *_ids("a")]  # blank between repeats keeps both
+    assert prefix_beam_search(emission_from_path(path), beam=4) == "aa"
+
+
+def test_character_lm_is_normalised_and_steers_the_beam():
+    lm = CharNGram(["the cat sat", "the cat ran", "a cat"], order=4)
+    symbols = set("the cat sarn") | {"$"}
+    assert math.isclose(sum(math.exp(lm.log_prob("the c", s)) for s in symbols), 1.0,
+                        rel_tol=1e-9)
+    assert lm.log_prob("the c", "a") > lm.log_prob("the c", "o")
+    # Acoustically ambiguous between "cat" and "cot": the LM resolves it.
+    c, a, o, t = (_ids(ch)[0] for ch in "caot")
+    emission = emission_from_path([c, 0, a, 0, t]).exp()
+    emission[2, a], emission[2, o] = 0.45, 0.5
+    emission = emission.log()
+    assert prefix_beam_search(emission, beam=8) == "cot"
+    assert prefix_beam_search(emission, beam=8, lm=lm, alpha=1.0, beta=0.0) == "cat"
+
+
+@pytest.mark.parametrize("subsampling,window", [(4, (3, 2)), (2, (4, 0)), (1, (2, 2))])
+def test_streaming_equals_offline(subsampling, window):
+    torch.manual_seed(1)
+    model = ASREncoder(len(VOCAB), dim=32, depth=3, num_heads=2, ffn_dim=64,
+                       subsampling=subsampling, conv_channels=4, window=window).eval()
+    frames = 300 * subsampling  # 300 encoder frames: ~20 chunks of 16
+    features = torch.randn(frames, 80) * 3
+    with torch.no_grad():
+        offline, lengths, _ = model(features[None], torch.tensor([frames]))
+        streamed = model.stream(features, chunk=16)
+    assert streamed.shape == offline[0].shape
+    assert torch.allclose(streamed, offline[0], atol=1e-4)
+    assert greedy_decode(streamed[None], lengths) == greedy_decode(offline, lengths)
+    with pytest.raises(ValueError, match="truncated window"):
+        ASREncoder(len(VOCAB), dim=32, depth=1, num_heads=2, window=None).stream(features)
+
+
+@pytest.fixture
+def fake_corpus(tmp_path, monkeypatch):
+    """A packed 24-utterance corpus of random features in a temporary data cache."""
+    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
+    generator = torch.Generator().manual_seed(0)
+    texts = ["one two", "three", "the cat sat", "press one"] * 6
+    splits = ["train"] * 16 + ["val"] * 4 + ["test"] * 4
+    features = [torch.randn(60 + 7 * i, 80, generator=generator) for i in range(24)]
+    rows = [{"text": t, "split": s, "voice": "fake", "path": f"{i}.flac"}
+            for i, (t, s) in enumerate(zip(texts, splits, strict=True))]
+    root = data.corpus_dir(24, 0)
+    root.mkdir(parents=True)
+    torch.save({"rows": rows, "mean": torch.zeros(80), "std": torch.ones(80),
+                **data._pack(features)}, root / "features.pt")
+
+
+def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
+    config = "configs/asr/quick.yaml"
+    code = main(["train", "asr", "-c", config, "--trainer.max_steps=2",
+                 "--trainer.val_check_interval=2", "--trainer.limit_test_batches=1",
+                 "--trainer.precision=32-true", "--model.depth=1", "--model.dim=32",
+                 "--model.num_heads=2", "--model.ffn_dim=64", "--model.conv_channels=4",
+                 "--model.beam_size=2", "--model.lm_order=3", "--data.corpus_size=24",
+                 "--data.test_set=unseen_voices", "--data.max_frames=400",
+                 "--run.root", str(tmp_path / "runs"), "--run.name=t", "--run.wandb=disabled"])
+    assert code == 0
+    run_dir = tmp_path / "runs" / "asr" / "adhoc" / "t"
+    metrics = (run_dir / "summary.json").read_text()
+    for key in ("test/cer_unseen", "test/wer_unseen", "test/cer_unseen_beam"):
+        assert key in metrics
+    assert (run_dir / "media" / "test_ctc_alignment_unseen.png").is_file()
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    wav = tmp_path / "tone.wav"
+    t = np.arange(24_000) / 48_000
+    sf.write(wav, np.stack([0.3 * np.sin(2 * np.pi * 300 * t)] * 2, 1), 48_000)
+    capsys.readouterr()
+    assert main(["predict", "asr", "--ckpt", str(ckpt), str(wav)]) == 0
+    offline = capsys.readouterr().out.splitlines()
+    assert len(offline) == 1 and offline[0].startswith(f"{wav}\t")
+    assert main(["predict", "asr", "--ckpt", str(ckpt), "--stream", str(wav)]) == 0
+    assert capsys.readouterr().out.splitlines() == offline
+    notes = tmp_path / "notes.wav"
+    notes.write_text("not audio at all\n" * 40)
+    assert main(["predict", "asr", "--ckpt", str(ckpt), str(notes)]) == 1
+    assert str(notes) in capsys.readouterr().err
