@@ -118,7 +118,7 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
     if "benchmark" in spec:
-        parts.append(_call(f"{spec['benchmark']}.report", results, out_dir))
+        parts += [_call(f"{spec['benchmark']}.report", results, out_dir), ""]
     else:
         parts += ["## Results", "", runs_table(results["runs"], report.get("metrics", [])), ""]
         for plot in report.get("plots", []):
