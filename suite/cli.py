@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,8 @@ COMMANDS = {"list": cmd_list, "data": cmd_data, "train": cmd_train,
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # Library deprecation notices (torch.jit via PyG, ...) are not for the suite's users.
+    warnings.filterwarnings("ignore", category=FutureWarning)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
