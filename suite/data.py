@@ -292,3 +292,15 @@ def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     padded = torch.nn.utils.rnn.pad_sequence(list(seqs), batch_first=True, padding_value=value)
     return padded, lengths
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run torch on one thread for many small ops (feature extraction, batched ``eigh``):
+    there the thread pool only contends, and on a busy machine is 10-20x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -91,3 +91,23 @@ def log_table(module: Any, key: str, columns: list[str], rows: list[list[Any]]) 
     for logger in module.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_table(key=key, columns=columns, data=rows, step=module.global_step)
+
+
+def confusion_figure(matrix: Any, names: list[str], title: str) -> Any:
+    """A matplotlib figure of the ``(true, predicted)`` count matrix, counts written in."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
+    ax.imshow(matrix.numpy(), cmap="Blues")
+    for i in range(len(names)):
+        for j in range(len(names)):
+            count = int(matrix[i, j])
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if count > matrix.max() / 2 else "black")
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{title}: test confusion matrix", fontsize=9)
+    fig.tight_layout()
+    return fig

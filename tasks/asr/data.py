@@ -19,7 +19,6 @@ Data sets (cache layout under ``$SUITE_DATA_DIR/asr/``):
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -38,7 +37,15 @@ import torch
 import torchaudio
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from suite.data import DataError, DebianMember, RemoteFile, atomic_path, cache_dir, fetch
+from suite.data import (
+    DataError,
+    DebianMember,
+    RemoteFile,
+    atomic_path,
+    cache_dir,
+    fetch,
+    single_thread,
+)
 from suite.data import pad_sequences as pad
 from tasks.asr import corpus
 from tasks.asr.text import VOCAB, encode, normalize
@@ -191,7 +198,7 @@ def prepare_asterisk() -> Path:
                         f"{ASTERISK_LISTING_SHA256[:12]}...")
     audio = [torch.from_numpy(np.asarray(G722.G722(SAMPLE_RATE, 64000).decode(blobs[n]),
                                          dtype=np.int16)) for n in names]
-    with _one_thread():
+    with single_thread():
         features = [log_mel(a.float() / 32768.0) for a in audio]
     payload = {"names": names, "texts": [texts[n] for n in names], "audio": audio,
                "listing_sha256": digest, **_pack(features)}
@@ -204,18 +211,6 @@ def _pack(features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     lengths = torch.tensor([len(f) for f in features])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     return {"features": torch.cat(features).half(), "offsets": offsets}
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run many small torch ops on one thread: on a busy machine torch's thread pool spins
-    and makes per-file feature extraction ten times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def corpus_dir(corpus_size: int, seed: int) -> Path:
@@ -235,7 +230,7 @@ def prepare_synthetic(corpus_size: int = DEFAULT_CORPUS_SIZE, seed: int = 0,
     features, count = [], 0
     total = torch.zeros(N_MELS, dtype=torch.float64)
     squares = torch.zeros(N_MELS, dtype=torch.float64)
-    with _one_thread():
+    with single_thread():
         for row in rows:
             feats = log_mel(load_audio(root / row["path"]))
             if row["split"] == "train":

@@ -12,9 +12,8 @@ from node i to node j). PyG concatenates it across a batch without offsets, so a
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +22,8 @@ from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE, AddRandomWalkPE
+
+from suite.data import single_thread
 
 UNREACHABLE = 255
 """Stored distance for node pairs in different components (and distances >= 255)."""
@@ -72,18 +73,6 @@ def dense_spd(spd: Tensor, ptr: Tensor, pad: int = 0) -> Tensor:
     return out
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch single-threaded: on many small tensors its thread pool (LAPACK's included)
-    only contends, 20x slower for the batched ``eigh`` here on 2 busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def positional_encodings(graphs: Sequence[Data], kind: str, dim: int) -> list[Tensor]:
     """``(N_i, dim)`` float32 Laplacian-eigenvector or random-walk encodings, one per graph.
 
@@ -98,7 +87,7 @@ def positional_encodings(graphs: Sequence[Data], kind: str, dim: int) -> list[Te
     torch generator (which also draws ARPACK's start vector): run under a seeded
     ``torch.random.fork_rng`` for reproducible output (:class:`GraphDataModule` does).
     """
-    with _one_thread():
+    with single_thread():
         return _encodings(graphs, kind, dim)
 
 

@@ -28,7 +28,7 @@ from torchmetrics.classification import (
 
 from suite.blocks import LayerConfig
 from suite.data import DataError
-from suite.logging import log_figure, log_table
+from suite.logging import confusion_figure, log_figure, log_table
 from suite.module import Stage, TaskModule
 from tasks.sentiment.data import CLASS_NAMES, PAD_ID, UNK_ID, SentimentDataModule
 from tasks.sentiment.model import (
@@ -40,26 +40,6 @@ from tasks.sentiment.model import (
 )
 
 Batch = dict[str, Tensor]
-
-
-def confusion_figure(matrix: Tensor, names: list[str], title: str) -> Any:
-    """A matplotlib figure of the ``(true, predicted)`` count matrix, counts written in."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.0 * len(names) + 1.5))
-    ax.imshow(matrix.numpy(), cmap="Blues")
-    for i in range(len(names)):
-        for j in range(len(names)):
-            count = int(matrix[i, j])
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if count > matrix.max() / 2 else "black")
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(names)), names, fontsize=8)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"{title}: test confusion matrix", fontsize=9)
-    fig.tight_layout()
-    return fig
 
 
 def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:

@@ -26,7 +26,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from suite.logging import log_figure
+from suite.logging import confusion_figure, log_figure
 from suite.module import Stage, TaskModule
 from tasks.vision.data import DATASETS, DatasetName, load_image_file
 from tasks.vision.model import MODELS, Pool, build_model
@@ -150,25 +150,10 @@ class VisionModule(TaskModule):
             self._log_rollout()
 
     def _log_confusion(self) -> None:
-        import matplotlib.pyplot as plt
-
         matrix = self.confusion.compute().cpu()  # (true, predicted)
         self.confusion.reset()
-        names = self.data_info["class_names"]
-        fig, ax = plt.subplots(figsize=(7, 6))
-        ax.imshow(matrix.numpy(), cmap="Blues")
-        for (i, j), count in zip(torch.cartesian_prod(torch.arange(len(names)),
-                                                      torch.arange(len(names))).tolist(),
-                                 matrix.flatten().tolist(), strict=True):
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=6,
-                    color="white" if count > matrix.max() / 2 else "black")
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{self.hparams.model}: test confusion matrix")
-        fig.tight_layout()
-        log_figure(self, "test/confusion_matrix", fig)
+        figure = confusion_figure(matrix, self.data_info["class_names"], str(self.hparams.model))
+        log_figure(self, "test/confusion_matrix", figure)
 
     def _log_rollout(self, count: int = 8) -> None:
         """Attention rollout over the first ``count`` test images, drawn over the images, and
