@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor
 
 from suite.logging import log_figure
@@ -51,10 +52,13 @@ def resolve_precision(precision: str = "auto") -> str:
 
 
 def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
-                  min_lr_ratio: float = 0.0) -> float:
+                  min_lr_ratio: float = 0.0, time_fraction: float = 0.0) -> float:
     """Learning-rate factor at optimiser ``step`` (the peak factor is 1 for every schedule).
 
-    cosine: linear warmup to 1, then half a cosine down to ``min_lr_ratio`` at the last step.
+    cosine: linear warmup to 1, then half a cosine down to ``min_lr_ratio`` at the last step -
+            or at the end of the time budget, whichever comes first: ``time_fraction`` is the
+            share of ``trainer.max_time`` used so far, so a run stopped by the clock still ends
+            annealed instead of being cut off at a high learning rate.
     noam:   the Transformer paper's ``min(step^-0.5, step * warmup^-1.5)``, scaled to peak 1.
     constant: linear warmup then flat.
     """
@@ -66,7 +70,8 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
         return step / max(1, warmup_steps)
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps),
+                            time_fraction))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -166,6 +171,16 @@ class TaskModule(pl.LightningModule, abc.ABC):
         log_figure(self, key, fig)
 
     # ------------------------------------------------------------------ optimisation
+    def _time_budget_used(self) -> float:
+        """Share of ``trainer.max_time`` spent in fit so far (0 without a time limit)."""
+        callbacks = self._trainer.callbacks if self._trainer else []
+        timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining("train") if timer else None
+        if remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed("train")
+        return min(1.0, elapsed / max(1e-9, elapsed + remaining))
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
@@ -175,7 +190,7 @@ class TaskModule(pl.LightningModule, abc.ABC):
              {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = hp.warmup_steps or int(hp.warmup_fraction * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_multiplier(s, hp.schedule, warmup, total, hp.min_lr_ratio))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
+            s, hp.schedule, warmup, total, hp.min_lr_ratio, self._time_budget_used()))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

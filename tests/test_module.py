@@ -15,6 +15,31 @@ def test_cosine_warmup_then_decay_to_floor():
     assert factors[-1] == pytest.approx(0.1)
 
 
+def test_cosine_anneals_by_the_clock_when_time_runs_out_first():
+    # halfway through the time budget but only 10% through the steps: the factor is the
+    # step-halfway one, and an exhausted budget gives the floor whatever the step
+    assert lr_multiplier(10, "cosine", 0, 1000, 0.0, time_fraction=0.5) == pytest.approx(0.5)
+    assert lr_multiplier(10, "cosine", 0, 1000, 0.1, time_fraction=1.0) == pytest.approx(0.1)
+    assert lr_multiplier(999, "cosine", 0, 1000, 0.0, time_fraction=0.2) == pytest.approx(0.0)
+
+
+def test_time_budget_share_comes_from_the_trainer_timer(monkeypatch):
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import Timer
+
+    from tasks.seq2seq.module import Seq2SeqModule
+
+    task = Seq2SeqModule()
+    assert task._time_budget_used() == 0.0  # not attached to a trainer
+    task.trainer = Trainer(logger=False, enable_checkpointing=False, max_epochs=1)
+    assert task._time_budget_used() == 0.0  # no max_time
+    task.trainer = Trainer(logger=False, enable_checkpointing=False, max_time={"seconds": 100})
+    timer = next(c for c in task.trainer.callbacks if isinstance(c, Timer))
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage: 75.0)
+    monkeypatch.setattr(timer, "time_remaining", lambda stage: 25.0)
+    assert task._time_budget_used() == pytest.approx(0.75)
+
+
 def test_noam_peaks_at_warmup_and_decays_as_inverse_sqrt():
     factors = [lr_multiplier(s, "noam", 100, 1000) for s in range(1000)]
     assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 99
