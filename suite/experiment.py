@@ -112,13 +112,16 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
     else:
         root = ROOT / "runs"
         planned = plan_runs(spec, quick)
-        if only:
-            planned = [r for r in planned if r["name"] in only or r["group"] in only]
-        rows = [execute(run, experiment, root, force) for run in planned]
+        chosen = [r for r in planned if not only or r["name"] in only or r["group"] in only]
+        left_out = [r["name"] for r in planned if r not in chosen]
+        rows = [execute(run, experiment, root, force) for run in chosen]
     command = f"suite experiment {name}" + (" --quick" if quick else "")
-    results = {"experiment": name, "command": command,
+    results = {"experiment": name, "command": command + (
+                   f" --only {' '.join(only)}" if only else ""),
                "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "git_sha": git_sha(), "hardware": hardware(), "runs": rows}
+    if "benchmark" not in spec and left_out:
+        results["left_out"] = left_out
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "results.json", json.dumps(results, indent=2).encode())
     write_report(spec, results, out_dir)

@@ -117,6 +117,10 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
              "", f"Reproduce: `{results['command']}` (generated {results['generated']}, "
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
+    if results.get("left_out"):
+        parts += [f"**Partial report**: {len(results['left_out'])} planned runs are not in it "
+                  f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}` "
+                  "runs them (finished runs are kept).", ""]
     if "benchmark" in spec:
         parts += [_call(f"{spec['benchmark']}.report", results, out_dir), ""]
     else:

@@ -1,5 +1,7 @@
 """Experiments: planning runs x seeds, running/skipping them, and the report files."""
 
+import json
+
 import pytest
 
 from suite import experiment
@@ -69,3 +71,17 @@ def test_unknown_experiment_is_a_usage_error():
 
     with pytest.raises(UsageError, match="unknown experiment"):
         experiment.load_spec("no-such-experiment")
+
+
+def test_only_writes_a_report_that_names_the_runs_it_leaves_out(tmp_path, monkeypatch):
+    spec = {k: v for k, v in SPEC.items() if k != "report"}
+    monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    monkeypatch.setattr(experiment, "execute", lambda run, *args: {
+        "name": run["name"], "group": run["group"], "model": "m", "dataset": "d", "seed": 5,
+        "train_size": 1, "params": 1, "metrics": {"test/exact_match": 1.0}})
+    out = experiment.run_experiment("demo", only=["b"])
+    results = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in results["runs"]] == ["b-s5"]
+    assert results["left_out"] == ["a-s0", "a-s1"] and results["command"].endswith("--only b")
+    assert "**Partial report**: 2 planned runs" in (out / "README.md").read_text()
