@@ -13,6 +13,8 @@ An experiment file is either a grid of training runs::
 or a benchmark (``benchmark: package.module``, whose ``run(quick) -> list[dict]`` returns
 result rows). Each training run is ``suite train`` in a subprocess, exactly as a user would
 type it; a run whose ``summary.json`` already holds test metrics is skipped unless forced.
+An override value may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{seed}"``, so each
+seed also draws its own data split).
 ``--quick`` runs the reduced grid and writes its report under ``runs/quick-reports/``, so the
 committed reference results are never overwritten by a smoke run.
 """
@@ -56,7 +58,9 @@ def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     planned = []
     for run in runs:
         for seed in run.get("seeds", seeds):
-            overrides = {**run.get("overrides", {}), **quick_spec.get("overrides", {})}
+            overrides = {key: value.replace("{seed}", str(seed)) if isinstance(value, str)
+                         else value for key, value in
+                         {**run.get("overrides", {}), **quick_spec.get("overrides", {})}.items()}
             planned.append({"name": f"{run['name']}-s{seed}", "group": run["name"],
                             "head": run.get("head", spec.get("head")), "seed": seed,
                             "config": run.get("config"), "overrides": overrides})

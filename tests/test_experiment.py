@@ -28,6 +28,14 @@ def test_plan_expands_seeds_and_quick_subset():
     assert quick[0]["overrides"] == {"model.depth": 1, "trainer.max_steps": 2}
 
 
+def test_overrides_can_name_the_run_seed():
+    spec = {"name": "demo", "head": "seq2seq", "seeds": [3, 4],
+            "runs": [{"name": "a", "config": None, "overrides": {"data.seed": "{seed}",
+                                                                 "model.depth": 1}}]}
+    assert [r["overrides"] for r in plan_runs(spec, quick=False)] == [
+        {"data.seed": "3", "model.depth": 1}, {"data.seed": "4", "model.depth": 1}]
+
+
 def test_mean_sd_formatting():
     assert mean_sd([0.5]) == "0.5"
     assert mean_sd([1.0, 3.0]) == "2 +- 1.4 (n=2)"
