@@ -109,6 +109,11 @@ def _call(path: str, results: dict[str, Any], out_dir: Path) -> str:
     return function(results, out_dir)
 
 
+def is_quick(results: dict[str, Any]) -> bool:
+    """Whether ``results`` come from ``suite experiment NAME --quick`` (the reduced grid)."""
+    return "--quick" in results["command"].split()
+
+
 def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Path:
     """Write ``out_dir/README.md`` for ``results`` (plots next to it)."""
     report = spec.get("report", {})

@@ -6,7 +6,7 @@ import pytest
 
 from suite import experiment
 from suite.experiment import execute, plan_runs
-from suite.report import mean_sd, runs_table, write_report
+from suite.report import is_quick, mean_sd, runs_table, write_report
 
 SPEC = {
     "name": "demo", "head": "seq2seq", "seeds": [0, 1],
@@ -93,3 +93,8 @@ def test_only_writes_a_report_that_names_the_runs_it_leaves_out(tmp_path, monkey
     assert [r["name"] for r in results["runs"]] == ["b-s5"]
     assert results["left_out"] == ["a-s0", "a-s1"] and results["command"].endswith("--only b")
     assert "**Partial report**: 2 planned runs" in (out / "README.md").read_text()
+
+
+def test_quick_is_read_from_the_command_whatever_follows_it():
+    assert is_quick({"command": "suite experiment demo --quick --only a"})
+    assert not is_quick({"command": "suite experiment demo --only quick"})

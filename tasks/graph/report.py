@@ -20,7 +20,7 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.utils import k_hop_subgraph, to_dense_adj
 
 from suite.logging import log_figure
-from suite.report import mean_sd
+from suite.report import is_quick, mean_sd
 from tasks.graph.model import with_self_loops
 from tasks.graph.structure import dense_spd
 
@@ -268,7 +268,7 @@ def _copy_figures(runs: list[dict[str, Any]], run_root: Path, out_dir: Path) -> 
 def analysis(results: dict[str, Any]) -> str:
     """Markdown: per data set and split, every model's metric (mean +- sd over seeds),
     parameters and time; the targets in words; published figures; attention figures."""
-    quick = results["command"].endswith("--quick")
+    quick = is_quick(results)
     name = results["experiment"]
     out_dir = ROOT / ("runs/quick-reports" if quick else "reports") / name
     run_root = ROOT / "runs" / "graph" / (f"{name}-quick" if quick else name)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.data import atomic_write_bytes
+from suite.report import is_quick
 from tasks.sentiment import baseline
 from tasks.sentiment.data import RATINGS
 
@@ -57,7 +58,7 @@ def _split_seed(run: dict[str, Any]) -> int:
 
 def _report_dir(results: dict[str, Any]) -> Path:
     """Where :func:`suite.experiment.run_experiment` writes this report."""
-    quick = results["command"].endswith("--quick")
+    quick = is_quick(results)
     return ROOT / ("runs/quick-reports" if quick else "reports") / results["experiment"]
 
 
@@ -94,8 +95,7 @@ def _copy_figures(results: dict[str, Any], runs: list[dict[str, Any]], out_dir: 
                   ) -> list[str]:
     """Copy the first run's attention and confusion figures next to the README."""
     lines = []
-    experiment = results["experiment"] + ("-quick" if results["command"].endswith("--quick")
-                                          else "")
+    experiment = results["experiment"] + ("-quick" if is_quick(results) else "")
     for run in runs:
         media = ROOT / "runs" / "sentiment" / experiment / run["name"] / "media"
         for figure, title in (("test_cls_attention.png", "attention from [CLS]"),
@@ -140,7 +140,7 @@ def _task_section(task: str, ours: list[dict[str, Any]], base: dict[int, dict[st
 
 def analysis(results: dict[str, Any]) -> str:
     """Markdown for the report; also adds the baseline rows to ``results.json``."""
-    quick = results["command"].endswith("--quick")
+    quick = is_quick(results)
     ours = [r for r in results["runs"] if r.get("model") != "tfidf-logreg"]
     pairs = sorted({(TASKS[r["dataset"]], _split_seed(r)) for r in ours
                     if r.get("dataset") in TASKS})

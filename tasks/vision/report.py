@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from suite.data import atomic_write_bytes
-from suite.report import grouped, mean_sd
+from suite.report import grouped, is_quick, mean_sd
 from tasks.vision.data import DATASETS
 from tasks.vision.model import build_model, torchvision_vit
 
@@ -223,7 +223,7 @@ def _copy_maps(runs: list[dict[str, Any]], run_root: Path, out_dir: Path) -> lis
 def analysis(results: dict[str, Any], out_dir: Path) -> str:
     """Markdown for the report: accuracy by model and size, the claim in words, the targets,
     the throughput peer and bf16 measurements (appended to results.json), attention maps."""
-    quick = results["command"].endswith("--quick")
+    quick = is_quick(results)
     name = results["experiment"]
     run_root = ROOT / "runs" / "vision" / (f"{name}-quick" if quick else name)
     runs = [r for r in results["runs"] if r.get("group") != "throughput"]
