@@ -9,6 +9,8 @@ users who have it. Both are verified against one sha256 of the member's bytes.
 Splits are stratified by label and seeded, so a run is reproducible and class balance does not
 drift between train and test on a small set. The subword tokenizer is learned from the training
 split only (no peeking at test vocabulary) and travels in checkpoints as a JSON string.
+Optionally each token also carries its word's valence from the VADER lexicon
+(:mod:`tasks.sentiment.lexicon`), a prior for words the training set barely covers.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from suite.data import (
     pad_sequences,
     split_indices,
 )
+from tasks.sentiment.lexicon import load_lexicon, word_valence
 
 DATASET = "rotten-tomatoes"
 INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
@@ -223,11 +226,18 @@ def load_tokenizer(serialized: str) -> Tokenizer:
     return tokenizer
 
 
-def collate(items: Sequence[tuple[torch.Tensor, int]]) -> dict[str, torch.Tensor]:
-    """Stack ``(token_ids, label)`` pairs into a padded batch dict."""
-    tokens, lengths = pad_sequences([ids for ids, _ in items], value=PAD_ID)
-    return {"tokens": tokens, "lengths": lengths,
-            "labels": torch.tensor([label for _, label in items], dtype=torch.long)}
+Item = tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]
+
+
+def collate(items: Sequence[Item]) -> dict[str, torch.Tensor]:
+    """Stack ``(token_ids, label)`` or ``(token_ids, label, valence)`` items into a padded
+    batch dict (``valence`` padded with 0)."""
+    tokens, lengths = pad_sequences([item[0] for item in items], value=PAD_ID)
+    batch = {"tokens": tokens, "lengths": lengths,
+             "labels": torch.tensor([item[1] for item in items], dtype=torch.long)}
+    if len(items[0]) == 3:
+        batch["valence"] = pad_sequences([item[2] for item in items])[0]
+    return batch
 
 
 class LengthBucketSampler(Sampler[list[int]]):
@@ -267,18 +277,22 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 class SentimentDataModule(pl.LightningDataModule):
-    """Sentence-level sentiment batches: ``{"tokens", "lengths", "labels"}``.
+    """Sentence-level sentiment batches: ``{"tokens", "lengths", "labels"}``, plus ``valence``
+    with ``lexicon=True``.
 
     ``tokens`` is ``(B, T)`` long, ``[CLS]`` first, padded with ``pad_id`` (0); a sequence is
-    cut to ``max_length`` tokens including ``[CLS]``. ``vocab_size`` is the size of the
-    embedding the model needs (every id is below it), known before :meth:`setup` so the CLI can
-    link it into the model's arguments. The tokenizer is part of :meth:`state_dict`, so Lightning
-    stores it in every checkpoint and restores it with the weights.
+    cut to ``max_length`` tokens including ``[CLS]``. ``valence`` is ``(B, T)`` float: each
+    token's word valence from the VADER lexicon in [-1, 1], 0 at ``[CLS]``, on words the
+    lexicon lacks and on padding. ``vocab_size`` is the size of the embedding the model needs
+    (every id is below it), known before :meth:`setup` so the CLI can link it into the model's
+    arguments. The tokenizer is part of :meth:`state_dict`, so Lightning stores it in every
+    checkpoint and restores it with the weights.
     """
 
     def __init__(self, classes: Literal[2, 5] = 2, vocab_size: int = 8000,
                  max_length: int = 128, batch_size: int = 64, seed: int = 0,
-                 fold: int | None = None, num_folds: int = 10, num_workers: int = 0) -> None:
+                 fold: int | None = None, num_folds: int = 10, num_workers: int = 0,
+                 lexicon: bool = False) -> None:
         super().__init__()
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
@@ -296,6 +310,8 @@ class SentimentDataModule(pl.LightningDataModule):
         self.fold = fold
         self.num_folds = num_folds
         self.num_workers = num_workers
+        self.lexicon = lexicon
+        self.valence_table: dict[str, float] | None = None  # read on first use
         self.pad_id = PAD_ID
         self.cls_id = CLS_ID
         self.tokenizer: Tokenizer | None = None
@@ -320,6 +336,8 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         fetch(RATINGS)
+        if self.lexicon:
+            load_lexicon()
 
     def setup(self, stage: str | None = None) -> None:
         """Split the data; train the tokenizer unless one was loaded (:meth:`load_state_dict`)."""
@@ -339,41 +357,55 @@ class SentimentDataModule(pl.LightningDataModule):
                                 f"more than vocab_size={self.vocab_size}")
             self.tokenizer = tokenizer
 
-    def _token_ids(self, texts: Sequence[str]) -> tuple[list[list[int]], list[bool]]:
-        """``[CLS]`` + subword ids cut to ``max_length``, and whether each text was cut."""
+    def _token_ids(self, texts: Sequence[str]
+                   ) -> tuple[list[list[int]], list[bool], list[list[float]] | None]:
+        """``[CLS]`` + subword ids cut to ``max_length``, whether each text was cut, and (with
+        ``lexicon``) the ids' valences, 0 at ``[CLS]``."""
         if self.tokenizer is None:
             raise DataError("no tokenizer yet: call setup() or load a checkpoint first")
         room = self.max_length - 1
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        return ([[CLS_ID, *e.ids[:room]] for e in encodings],
-                [len(e.ids) > room for e in encodings])
+        ids = [[CLS_ID, *e.ids[:room]] for e in encodings]
+        truncated = [len(e.ids) > room for e in encodings]
+        if not self.lexicon:
+            return ids, truncated, None
+        if self.valence_table is None:
+            self.valence_table = load_lexicon()
+        valence = word_valence(encodings, texts, self.valence_table)
+        return ids, truncated, [[0.0, *v[:room]] for v in valence]
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor | list[bool]]:
         """Encode a user's sentences for prediction: the batch format minus ``labels``.
 
-        Returns ``tokens``, ``lengths`` and ``truncated`` (one bool per text, True where the
-        sentence lost its tail to ``max_length``). A text with no tokens after normalisation
-        (empty, blank, control characters only) raises :class:`DataError`: a model would
-        otherwise output a confident label for nothing.
+        Returns ``tokens``, ``lengths``, ``valence`` (with ``lexicon``) and ``truncated`` (one
+        bool per text, True where the sentence lost its tail to ``max_length``). A text with no
+        tokens after normalisation (empty, blank, control characters only) raises
+        :class:`DataError`: a model would otherwise output a confident label for nothing.
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of strings, not a single string")
-        ids, truncated = self._token_ids(texts)
+        ids, truncated, valence = self._token_ids(texts)
         for i, (text, seq) in enumerate(zip(texts, ids, strict=True)):
             if len(seq) < 2:
                 raise DataError(f"text {i} ({text[:40]!r}) is empty or blank after "
                                 f"normalisation: there is nothing to classify")
         tokens, lengths = pad_sequences([torch.tensor(seq, dtype=torch.long) for seq in ids],
                                         value=PAD_ID)
-        return {"tokens": tokens, "lengths": lengths, "truncated": truncated}
+        batch: dict[str, torch.Tensor | list[bool]] = {"tokens": tokens, "lengths": lengths,
+                                                       "truncated": truncated}
+        if valence is not None:
+            batch["valence"] = pad_sequences([torch.tensor(v) for v in valence])[0]
+        return batch
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.splits:
             raise DataError("no data yet: call setup() first")
         texts, labels = self.splits[split]
-        ids, _ = self._token_ids(texts)
-        items = [(torch.tensor(seq, dtype=torch.long), label)
-                 for seq, label in zip(ids, labels, strict=True)]
+        ids, _, valence = self._token_ids(texts)
+        items: list[Item] = [(torch.tensor(seq, dtype=torch.long), label)
+                             for seq, label in zip(ids, labels, strict=True)]
+        if valence is not None:
+            items = [(*item, torch.tensor(v)) for item, v in zip(items, valence, strict=True)]
         if shuffle:
             sampler = LengthBucketSampler([len(seq) for seq in ids], self.batch_size, self.seed)
             return DataLoader(items, batch_sampler=sampler, collate_fn=collate,
@@ -396,10 +428,12 @@ class SentimentDataModule(pl.LightningDataModule):
 
 
 def prepare(dataset: str | None = None) -> None:
-    """Fetch the ratings file into the data cache (verified, atomic; a no-op when present)."""
+    """Fetch the ratings file and the VADER lexicon into the data cache (verified, atomic; a
+    no-op when present)."""
     if dataset not in (None, DATASET):
         raise DataError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
     fetch(RATINGS)
+    load_lexicon()
 
 
 def available() -> dict[str, bool]:

@@ -13,6 +13,12 @@ in: word dropout (a token's embedding is zeroed with probability ``word_dropout`
 training, so no single word can carry a sentence), dropout on embeddings, attention weights,
 residual branches and before the classifier. An optional masked-language-model head (tied to
 the input embedding) lets the module add a self-supervised loss on the same training text.
+
+An optional lexicon prior (``lexicon=True``) adds to each token's embedding its word's human-rated
+valence (VADER, in [-1, 1]; see :mod:`tasks.sentiment.lexicon`) times one learned direction. A
+polar word seen once in training, or only at test time, then still enters self-attention with
+its polarity, which the encoder can learn from the many rated words it does see. The prior is
+added after word dropout: when a word's embedding is dropped, its valence survives.
 """
 
 from __future__ import annotations
@@ -67,11 +73,13 @@ class SentimentTransformer(nn.Module):
         max_length: longest sequence the learned positions cover.
         word_dropout: probability of zeroing a token's embedding while training.
         pad_id: id of ``[PAD]`` (its embedding row is kept at zero).
+        lexicon: add the lexicon prior; ``forward``/``encode`` then need ``valence``.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, depth: int,
                  pool: Pool = "cls", positions: Positions = "sinusoidal",
-                 max_length: int = 128, word_dropout: float = 0.0, pad_id: int = 0) -> None:
+                 max_length: int = 128, word_dropout: float = 0.0, pad_id: int = 0,
+                 lexicon: bool = False) -> None:
         super().__init__()
         if pool not in ("cls", "mean", "meanmax"):
             raise ValueError(f"unknown pool {pool!r}; expected cls, mean or meanmax")
@@ -83,6 +91,9 @@ class SentimentTransformer(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.02)
         with torch.no_grad():
             self.embedding.weight[pad_id].zero_()
+        # The lexicon prior's direction in embedding space, (D,), on a word embedding's scale.
+        self.valence_direction = (nn.Parameter(torch.randn(config.dim) * 0.02) if lexicon
+                                  else None)
         self.embed_norm = nn.LayerNorm(config.dim)
         if positions == "learned":
             self.positions: nn.Module = LearnedPositionalEmbedding(config.dim, max_length,
@@ -99,29 +110,45 @@ class SentimentTransformer(nn.Module):
                                            nn.LayerNorm(config.dim))
         self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
 
-    def embed(self, tokens: Tensor) -> Tensor:
-        """``(B, T)`` ids -> ``(B, T, D)``: embedding (with word dropout), LayerNorm, positions.
+    @property
+    def lexicon(self) -> bool:
+        """Whether the model adds the lexicon prior (and so needs ``valence``)."""
+        return self.valence_direction is not None
+
+    def embed(self, tokens: Tensor, valence: Tensor | None = None) -> Tensor:
+        """``(B, T)`` ids -> ``(B, T, D)``: embedding (with word dropout), plus the lexicon
+        prior ``valence[..., None] * valence_direction`` (``valence`` ``(B, T)`` in [-1, 1];
+        not dropped), LayerNorm, positions.
 
         The LayerNorm puts embeddings on the scale of the sinusoidal table (unit-variance
         entries), so neither the words nor their positions drown the other.
         """
+        if (valence is None) == self.lexicon:
+            raise ValueError("valence is needed exactly when the model has the lexicon prior "
+                             f"(lexicon={self.lexicon}, valence given: {valence is not None})")
         x = self.embedding(tokens)  # (B, T, D)
         if self.training and self.word_dropout > 0:
             keep = torch.rand(tokens.shape, device=tokens.device) >= self.word_dropout
             keep[:, 0] = True  # never drop [CLS]
             x = x * keep[..., None]
+        if valence is not None:
+            x = x + valence[..., None].to(x.dtype) * self.valence_direction  # (B, T, D)
         return self.positions(self.embed_norm(x))
 
-    def encode(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
-               ) -> tuple[Tensor, list[Tensor]]:
-        """Encoder output ``(B, T, D)`` and, if asked, each layer's weights ``(B, H, T, T)``."""
-        mask = AttentionMask(key_lengths=lengths)
-        return self.encoder(self.embed(tokens), mask, need_weights)
+    def encode(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False,
+               valence: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Encoder output ``(B, T, D)`` and, if asked, each layer's weights ``(B, H, T, T)``.
 
-    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
-                ) -> tuple[Tensor, list[Tensor]]:
-        """``tokens`` ``(B, T)``, ``lengths`` ``(B,)`` -> logits ``(B, classes)`` and maps."""
-        hidden, maps = self.encode(tokens, lengths, need_weights)
+        ``valence`` ``(B, T)``: the lexicon prior, given exactly when the model has one.
+        """
+        mask = AttentionMask(key_lengths=lengths)
+        return self.encoder(self.embed(tokens, valence), mask, need_weights)
+
+    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False,
+                valence: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``tokens`` ``(B, T)``, ``lengths`` ``(B,)`` and, with the lexicon prior, ``valence``
+        ``(B, T)`` -> logits ``(B, classes)`` and maps."""
+        hidden, maps = self.encode(tokens, lengths, need_weights, valence)
         return self.classifier(pool_sequence(hidden, lengths, self.pool)), maps
 
     def mlm_logits(self, hidden: Tensor) -> Tensor:

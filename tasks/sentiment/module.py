@@ -9,6 +9,10 @@ Optionally a masked-language-model loss is added while training (``mlm_weight > 
 fraction of the word tokens is replaced by ``[UNK]`` and the encoder must recover them from
 context as well as classify the sentence - self-supervision on the same training text, so the
 model stays "from scratch" (no outside data or weights).
+
+With ``lexicon=True`` (and ``--data.lexicon=true``) each token's embedding also gets its word's
+human-rated valence from the VADER lexicon: outside data, but ratings by people, not pretrained
+weights. A word masked for the MLM loss keeps its valence, as a word-dropped one does.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ class SentimentModule(TaskModule):
         label_smoothing: cross-entropy label smoothing.
         mlm_weight: weight of the auxiliary masked-LM loss (0 = off).
         mlm_probability: fraction of word tokens masked for it.
+        lexicon: add the VADER lexicon prior to the token embeddings; must match
+            ``--data.lexicon``.
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
@@ -99,14 +105,15 @@ class SentimentModule(TaskModule):
                  ffn_dim: int = 256, dropout: float = 0.1, attention_dropout: float = 0.1,
                  word_dropout: float = 0.1, pool: Pool = "cls",
                  positions: Positions = "sinusoidal", label_smoothing: float = 0.1,
-                 mlm_weight: float = 0.0, mlm_probability: float = 0.15, **kwargs: Any) -> None:
+                 mlm_weight: float = 0.0, mlm_probability: float = 0.15, lexicon: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
         config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
                              attention_dropout=attention_dropout)
         self.model = SentimentTransformer(vocab_size, classes, config, depth, pool, positions,
-                                          max_length, word_dropout, PAD_ID)
+                                          max_length, word_dropout, PAD_ID, lexicon)
         self.class_names = list(CLASS_NAMES[classes])
         self.tokenizer_json: str | None = None
         self.metrics = nn.ModuleDict({f"{stage}_metrics": MetricCollection(
@@ -126,14 +133,15 @@ class SentimentModule(TaskModule):
         problems = [f"--model.{key}={ours} vs --data.{key}={theirs}" for key, ours, theirs in (
             ("classes", hp.classes, data.classes),
             ("vocab_size", hp.vocab_size, max(hp.vocab_size, data.vocab_size)),
-            ("max_length", hp.max_length, max(hp.max_length, data.max_length)))
+            ("max_length", hp.max_length, max(hp.max_length, data.max_length)),
+            ("lexicon", hp.lexicon, data.lexicon))
             if ours != theirs]
         if problems:
             from suite.cli import UsageError
 
             raise UsageError("the model does not fit the data (" + "; ".join(problems)
-                             + "): the model needs the same classes and at least the data's "
-                             "vocab_size and max_length")
+                             + "): the model needs the same classes and lexicon setting and "
+                             "at least the data's vocab_size and max_length")
         if data.tokenizer is not None:
             self.tokenizer_json = data.tokenizer.to_str()
 
@@ -144,10 +152,15 @@ class SentimentModule(TaskModule):
         self.tokenizer_json = checkpoint.get("sentiment_tokenizer") or self.tokenizer_json
 
     # ------------------------------------------------------------------ steps
-    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False
-                ) -> tuple[Tensor, list[Tensor]]:
-        """``(B, T)`` token ids and ``(B,)`` lengths -> logits ``(B, classes)`` and maps."""
-        return self.model(tokens, lengths, need_weights)
+    def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False,
+                valence: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """``(B, T)`` token ids and ``(B,)`` lengths (and, with the lexicon prior, ``(B, T)``
+        valence) -> logits ``(B, classes)`` and maps."""
+        return self.model(tokens, lengths, need_weights, valence)
+
+    def _valence(self, batch: dict[str, Any]) -> Tensor | None:
+        """The batch's ``(B, T)`` valence on this device when the model uses the lexicon."""
+        return batch["valence"].to(self.device) if self.hparams.lexicon else None
 
     def batch_size(self, batch: Batch) -> int:
         return len(batch["labels"])
@@ -167,7 +180,7 @@ class SentimentModule(TaskModule):
         use_mlm = stage == "train" and self.hparams.mlm_weight > 0
         if use_mlm:
             tokens, chosen = self._mask_words(tokens, lengths)
-        hidden, _ = self.model.encode(tokens, lengths)  # (B, T, D)
+        hidden, _ = self.model.encode(tokens, lengths, valence=self._valence(batch))  # (B, T, D)
         pooled = pool_sequence(hidden, lengths, self.model.pool)  # (B, D) or (B, 2D)
         logits = self.model.classifier(pooled)  # (B, classes)
         loss = F.cross_entropy(logits.float(), labels,
@@ -225,7 +238,7 @@ class SentimentModule(TaskModule):
         """Last layer's [CLS] attention (head mean) drawn over each sample sentence's tokens."""
         batch = data.encode(texts)
         tokens, lengths = batch["tokens"].to(self.device), batch["lengths"].to(self.device)
-        logits, maps = self(tokens, lengths, need_weights=True)
+        logits, maps = self(tokens, lengths, need_weights=True, valence=self._valence(batch))
         weights = maps[-1][:, :, 0].float().mean(dim=1).cpu()  # (B, T): [CLS] row, heads mean
         predicted = logits.float().softmax(-1).cpu()
         rows = []
@@ -247,14 +260,15 @@ class SentimentModule(TaskModule):
                             "suite train sentiment")
         hp = self.hparams
         encoder = SentimentDataModule(classes=hp.classes, vocab_size=hp.vocab_size,
-                                      max_length=hp.max_length)
+                                      max_length=hp.max_length, lexicon=hp.lexicon)
         encoder.load_state_dict({"tokenizer": self.tokenizer_json})
         batch = encoder.encode(list(inputs))
         for i, cut in enumerate(batch["truncated"]):
             if cut:
                 print(f"notice: input {i + 1} is longer than {hp.max_length - 1} tokens; "
                       f"classified on its first {hp.max_length - 1}", file=sys.stderr)
-        logits, _ = self(batch["tokens"].to(self.device), batch["lengths"].to(self.device))
+        logits, _ = self(batch["tokens"].to(self.device), batch["lengths"].to(self.device),
+                         valence=self._valence(batch))
         probs = logits.float().softmax(-1).cpu()  # (N, classes)
         confidence, label = probs.max(dim=-1)
         return [f"{self.class_names[c]}\t{p:.3f}\t{text}" for text, c, p in

@@ -20,10 +20,14 @@ TINY = ["--data.vocab_size=80", "--model.vocab_size=80", "--data.batch_size=16",
         "--run.wandb=disabled"]
 
 
-def _model(pool: str, positions: str = "sinusoidal", classes: int = 2) -> SentimentTransformer:
+LEXICON_CONFIG = Path(__file__).parents[2] / "configs" / "sentiment" / "lexicon.yaml"
+
+
+def _model(pool: str, positions: str = "sinusoidal", classes: int = 2, lexicon: bool = False
+           ) -> SentimentTransformer:
     torch.manual_seed(0)
     return SentimentTransformer(50, classes, CONFIG, depth=2, pool=pool, positions=positions,
-                                max_length=16, word_dropout=0.2).eval()
+                                max_length=16, word_dropout=0.2, lexicon=lexicon).eval()
 
 
 @pytest.mark.parametrize(("pool", "positions", "classes"),
@@ -42,20 +46,29 @@ def test_forward_shapes_and_maps(pool: str, positions: str, classes: int) -> Non
     assert none == []
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean", "meanmax"])
-def test_logits_do_not_depend_on_padding(pool: str) -> None:
+@pytest.mark.parametrize(("pool", "lexicon"), [("cls", False), ("mean", False),
+                                               ("meanmax", False), ("cls", True),
+                                               ("meanmax", True)])
+def test_logits_do_not_depend_on_padding(pool: str, lexicon: bool) -> None:
     """A sentence alone and batched with longer ones (padded with junk) gives the same logits."""
-    model = _model(pool)
+    model = _model(pool, lexicon=lexicon)
     short = torch.tensor([[2, 10, 11, 12]])
-    alone, _ = model(short, torch.tensor([4]))
+    short_valence = torch.tensor([[0.0, 0.5, 0.0, -0.75]]) if lexicon else None
+    alone, _ = model(short, torch.tensor([4]), valence=short_valence)
     batch = torch.randint(4, 50, (3, 9))
     batch[:, 0] = 2
     batch[1, :4] = short[0]
     batch[1, 4:] = 0
-    batched, _ = model(batch, torch.tensor([9, 4, 6]))
+    valence = torch.rand(3, 9) * 2 - 1 if lexicon else None
+    if valence is not None:
+        valence[1, :4] = short_valence[0]
+        valence[1, 4:] = 0
+    batched, _ = model(batch, torch.tensor([9, 4, 6]), valence=valence)
     assert torch.allclose(alone[0], batched[1], atol=1e-5)
     batch[1, 4:] = 17  # whatever sits in the padding must not matter
-    again, _ = model(batch, torch.tensor([9, 4, 6]))
+    if valence is not None:
+        valence[1, 4:] = 0.9
+    again, _ = model(batch, torch.tensor([9, 4, 6]), valence=valence)
     assert torch.allclose(batched, again, atol=1e-6)
 
 
@@ -74,6 +87,24 @@ def test_word_dropout_only_in_training() -> None:
     model.train()
     torch.manual_seed(1)
     assert not torch.equal(model.embed(tokens), model.embed(tokens))
+
+
+def test_lexicon_prior_survives_word_dropout_and_is_required() -> None:
+    model = _model("cls", lexicon=True).train()
+    model.word_dropout = 1.0  # every word's embedding is dropped
+    tokens = torch.randint(4, 50, (2, 6))
+    valence = torch.zeros(2, 6)
+    valence[:, 2] = 0.75
+    torch.manual_seed(1)
+    with_prior = model.embed(tokens, valence)
+    torch.manual_seed(1)
+    without = model.embed(tokens, torch.zeros(2, 6))
+    differs = (with_prior - without).abs().amax(dim=-1) > 1e-4  # (B, T)
+    assert differs[:, 2].all() and not differs[:, 3:].any()
+    with pytest.raises(ValueError, match="valence is needed exactly when"):
+        model.embed(tokens)
+    with pytest.raises(ValueError, match="valence is needed exactly when"):
+        _model("cls").embed(tokens, valence)
 
 
 @pytest.fixture
@@ -125,3 +156,23 @@ def test_model_and_data_must_agree(ratings: list, tmp_path: Path,  # noqa: F811
     code = main(["train", "sentiment", *TINY, "--data.classes=5", "--run.root", str(tmp_path)])
     assert code == 2
     assert "--model.classes=2 vs --data.classes=5" in capsys.readouterr().err
+    code = main(["train", "sentiment", *TINY, "--model.lexicon=true", "--run.root",
+                 str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--model.lexicon=True vs --data.lexicon=False" in err[0]
+
+
+def test_lexicon_config_trains_and_predicts(ratings: list, tmp_path: Path,  # noqa: F811
+                                            capsys: pytest.CaptureFixture) -> None:
+    """configs/sentiment/lexicon.yaml, shrunk, for two steps; then predict from its checkpoint."""
+    assert main(["train", "sentiment", "-c", str(LEXICON_CONFIG), *TINY, "--run.root",
+                 str(tmp_path), "--run.name", "lex"]) == 0
+    ckpt = tmp_path / "sentiment" / "adhoc" / "lex" / "checkpoints" / "last.ckpt"
+    weights = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert weights["model.valence_direction"].shape == (32,)
+    capsys.readouterr()
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), "a terrific film", "dull"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[2] for line in lines] == ["a terrific film", "dull"]
+    assert all(line.split("\t")[0] in ("negative", "positive") for line in lines)
