@@ -206,3 +206,24 @@ def test_bf16_autocast_runs_every_path():
         for impl in ("fused", "banded", "explicit"):
             out, _ = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, impl=impl)
             assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("keys", [49, 300])
+def test_bf16_on_cpu_attends_short_spans_in_fp32(keys, monkeypatch):
+    # short spans go through the fp32 kernel (faster on CPU), long ones stay bf16; either
+    # way the result is the fp32 reference to bf16 precision, in bf16, with gradients
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: seen.append(q.dtype) or sdpa(q, *a, **kw))
+    q, k, v = qkv(t=keys)
+    bias = torch.randn(1, 1, keys, keys)
+    for mask in (AttentionMask(), AttentionMask(bias=bias)):
+        low = [t.bfloat16().requires_grad_() for t in (q, k, v)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out, _ = attend(*low, mask, impl="fused")
+        out.float().sum().backward()
+        expected, _ = reference_attention(q, k, v, None, mask.bias)
+        assert out.dtype == torch.bfloat16 and low[0].grad is not None
+        torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+    assert set(seen) == {torch.float32 if keys <= 256 else torch.bfloat16}
