@@ -22,6 +22,7 @@ committed reference results are never overwritten by a smoke run.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib
 import json
 import subprocess
@@ -77,12 +78,29 @@ def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]
     return command
 
 
+def fingerprint(run: dict[str, Any]) -> str:
+    """What a run's result depends on besides code: its head's default config, its own config
+    file (their texts), overrides and seed. A finished run whose fingerprint differs is stale."""
+    texts = [path.read_text() if path.is_file() else "" for path in (
+        ROOT / "configs" / run["head"] / "default.yaml",
+        ROOT / run["config"] if run["config"] else Path("/nonexistent"))]
+    key = json.dumps([texts, sorted(run["overrides"].items()), run["seed"]], default=str)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> dict[str, Any]:
-    """Run one training run (unless already done) and return its results row."""
-    summary_path = root / run["head"] / experiment / run["name"] / "summary.json"
+    """Run one training run (unless done with the same configuration) and return its row.
+
+    Runs finished before fingerprints were recorded (no ``fingerprint`` file) are kept."""
+    run_dir = root / run["head"] / experiment / run["name"]
+    summary_path, stamp = run_dir / "summary.json", run_dir / "fingerprint"
     done = summary_path.is_file() and any(
         k.startswith("test") for k in json.loads(summary_path.read_text()).get("metrics", {}))
-    if force or not done:
+    stale = done and stamp.is_file() and stamp.read_text() != fingerprint(run)
+    if stale:
+        print(f"[{experiment}] {run['name']}: its configuration changed since it ran; "
+              "running it again", flush=True)
+    if force or not done or stale:
         if summary_path.is_file():
             summary_path.unlink()
         command = train_command(run, experiment, root)
@@ -90,6 +108,7 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
         proc = subprocess.run(command, cwd=ROOT)
         if proc.returncode != 0:
             raise DataError(f"run {run['name']} failed with exit code {proc.returncode}")
+        atomic_write_bytes(stamp, fingerprint(run).encode())
     summary = json.loads(summary_path.read_text())
     return {"name": run["name"], "group": run["group"], "head": run["head"],
             "model": summary.get("model"), "dataset": summary.get("dataset"),

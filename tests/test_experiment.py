@@ -1,6 +1,7 @@
 """Experiments: planning runs x seeds, running/skipping them, and the report files."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -56,6 +57,26 @@ def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment.subprocess, "run", no_subprocess)
     assert execute(run, "exp", tmp_path, force=False)["metrics"] == row["metrics"]
+
+    # a changed configuration makes the finished run stale: it runs again
+    run_dir = tmp_path / "seq2seq" / "exp" / "tiny-s0"
+    summary = (run_dir / "summary.json").read_text()
+    calls = []
+
+    def fake_run(command, cwd):
+        calls.append(command)
+        (run_dir / "summary.json").write_text(summary)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(experiment.subprocess, "run", fake_run)
+    changed = {**run, "overrides": {**run["overrides"], "model.depth": 1}}
+    execute(changed, "exp", tmp_path, force=False)
+    assert len(calls) == 1 and "--model.depth=1" in calls[0]
+    execute(changed, "exp", tmp_path, force=False)  # now up to date: skipped
+    assert len(calls) == 1
+    (run_dir / "fingerprint").unlink()  # finished before fingerprints existed: kept
+    execute(run, "exp", tmp_path, force=False)
+    assert len(calls) == 1
 
 
 def test_report_tables_and_plots(tmp_path):
