@@ -81,9 +81,9 @@ def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]
 def fingerprint(run: dict[str, Any]) -> str:
     """What a run's result depends on besides code: its head's default config, its own config
     file (their texts), overrides and seed. A finished run whose fingerprint differs is stale."""
-    texts = [path.read_text() if path.is_file() else "" for path in (
-        ROOT / "configs" / run["head"] / "default.yaml",
-        ROOT / run["config"] if run["config"] else Path("/nonexistent"))]
+    paths = [ROOT / "configs" / run["head"] / "default.yaml"]
+    paths += [ROOT / run["config"]] if run["config"] else []
+    texts = [path.read_text() if path.is_file() else "" for path in paths]
     key = json.dumps([texts, sorted(run["overrides"].items()), run["seed"]], default=str)
     return hashlib.sha256(key.encode()).hexdigest()
 
