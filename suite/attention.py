@@ -152,11 +152,11 @@ def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
     spans (see the module docstring); the output keeps ``q``'s dtype."""
     short_cpu = (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
                  and k.shape[-2] <= CPU_FP32_MAX_KEYS)
+    if attn_mask is not None and attn_mask.dtype != torch.bool:  # an additive bias
+        attn_mask = attn_mask.to(torch.float32 if short_cpu else q.dtype)
     if not short_cpu:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                               dropout_p=dropout_p, is_causal=is_causal)
-    if attn_mask is not None and attn_mask.dtype != torch.bool:
-        attn_mask = attn_mask.float()
     with torch.autocast("cpu", enabled=False):
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
                                              attn_mask=attn_mask, dropout_p=dropout_p,
@@ -175,9 +175,9 @@ def _fused(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float)
     if dense is not None:
         dense, has_key = _guard_empty_rows(dense)
     attn_mask = dense
-    if mask.bias is not None:
-        bias = mask.bias.to(q.dtype)
-        attn_mask = bias if dense is None else bias.masked_fill(~dense, float("-inf"))
+    if mask.bias is not None:  # _sdpa casts it to the dtype it attends in
+        attn_mask = (mask.bias if dense is None
+                     else mask.bias.masked_fill(~dense, float("-inf")))
     out = _sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
     return out if has_key is None else out * has_key
 

@@ -34,7 +34,7 @@ from suite.data import (
     pad_sequences,
     split_indices,
 )
-from tasks.sentiment.lexicon import load_lexicon, word_valence
+from tasks.sentiment.lexicon import fetch_lexicon, load_lexicon, word_valence
 
 DATASET = "rotten-tomatoes"
 INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
@@ -337,7 +337,7 @@ class SentimentDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         fetch(RATINGS)
         if self.lexicon:
-            load_lexicon()
+            fetch_lexicon()
 
     def setup(self, stage: str | None = None) -> None:
         """Split the data; train the tokenizer unless one was loaded (:meth:`load_state_dict`)."""
@@ -433,7 +433,7 @@ def prepare(dataset: str | None = None) -> None:
     if dataset not in (None, DATASET):
         raise DataError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
     fetch(RATINGS)
-    load_lexicon()
+    fetch_lexicon()
 
 
 def available() -> dict[str, bool]:

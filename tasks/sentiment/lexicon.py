@@ -68,9 +68,14 @@ def read_lexicon(path: Path) -> dict[str, float]:
     return {token: sum(means) / len(means) / MAX_RATING for token, means in ratings.items()}
 
 
+def fetch_lexicon() -> Path:
+    """The VADER lexicon's path in the data cache (fetched and verified the first time)."""
+    return fetch(LEXICON)
+
+
 def load_lexicon() -> dict[str, float]:
     """Fetch the VADER lexicon into the data cache (verified; once) and read it."""
-    return read_lexicon(fetch(LEXICON))
+    return read_lexicon(fetch_lexicon())
 
 
 def word_valence(encodings: Sequence[Encoding], texts: Sequence[str],
