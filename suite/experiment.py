@@ -80,11 +80,13 @@ def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]
 
 def fingerprint(run: dict[str, Any]) -> str:
     """What a run's result depends on besides code: its head's default config, its own config
-    file (their texts), overrides and seed. A finished run whose fingerprint differs is stale."""
+    file (parsed, so comments and layout do not count), overrides and seed. A finished run
+    whose fingerprint differs is stale."""
     paths = [ROOT / "configs" / run["head"] / "default.yaml"]
     paths += [ROOT / run["config"]] if run["config"] else []
-    texts = [path.read_text() if path.is_file() else "" for path in paths]
-    key = json.dumps([texts, sorted(run["overrides"].items()), run["seed"]], default=str)
+    configs = [yaml.safe_load(path.read_text()) if path.is_file() else None for path in paths]
+    key = json.dumps([configs, sorted(run["overrides"].items()), run["seed"]], default=str,
+                     sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 

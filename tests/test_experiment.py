@@ -119,3 +119,14 @@ def test_only_writes_a_report_that_names_the_runs_it_leaves_out(tmp_path, monkey
 def test_quick_is_read_from_the_command_whatever_follows_it():
     assert is_quick({"command": "suite experiment demo --quick --only a"})
     assert not is_quick({"command": "suite experiment demo --only quick"})
+
+
+def test_fingerprint_ignores_comments_but_not_values(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  depth: 2\n")
+    run = {"head": "seq2seq", "config": str(config), "overrides": {}, "seed": 0}
+    before = experiment.fingerprint(run)
+    config.write_text("# why depth 2\nmodel:\n  depth: 2  # small\n")
+    assert experiment.fingerprint(run) == before
+    config.write_text("model:\n  depth: 3\n")
+    assert experiment.fingerprint(run) != before
