@@ -156,7 +156,8 @@ class ResidualCNN(nn.Module):
     (the spatial size halves at each stage after the first), global average pool, linear.
 
     Every filter sees a 3x3 window: the receptive field grows by 2 pixels per conv, the
-    locality that :func:`local_patch_mask` gives self-attention.
+    locality that :func:`local_patch_mask` gives self-attention. Weights and activations are
+    kept channels-last (NHWC): oneDNN's bf16 convolutions on CPU run ~1.5x faster that way.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128),
@@ -171,22 +172,27 @@ class ResidualCNN(nn.Module):
                 previous = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(previous, num_classes))
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """Logits ``(B, classes)``; a CNN has no attention maps, so the list is empty."""
+        images = images.contiguous(memory_format=torch.channels_last)
         features = self.features(images).mean(dim=(2, 3))  # (B, widths[-1])
         return self.head(features), []
 
 
 class TorchvisionClassifier(nn.Module):
-    """Wraps a torchvision classifier in the ``(logits, maps)`` interface of the others."""
+    """Wraps a torchvision classifier in the ``(logits, maps)`` interface of the others;
+    ``channels_last`` runs a CNN in NHWC like :class:`ResidualCNN`."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, channels_last: bool = False) -> None:
         super().__init__()
         self.net = net
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.to(memory_format=self.memory_format)
 
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
-        return self.net(images), []
+        return self.net(images.contiguous(memory_format=self.memory_format)), []
 
 
 def resnet18_28(in_channels: int, num_classes: int) -> TorchvisionClassifier:
@@ -195,7 +201,7 @@ def resnet18_28(in_channels: int, num_classes: int) -> TorchvisionClassifier:
     net = torchvision.models.resnet18(weights=None, num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
-    return TorchvisionClassifier(net)
+    return TorchvisionClassifier(net, channels_last=True)
 
 
 def torchvision_vit(image_size: int, in_channels: int, num_classes: int, patch_size: int,

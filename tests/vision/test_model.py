@@ -32,6 +32,23 @@ def test_colour_input_and_class_token() -> None:
     assert peer(torch.randn(2, 1, 28, 28))[0].shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", ["cnn", "resnet18"])
+def test_cnns_run_channels_last_with_unchanged_outputs(name: str) -> None:
+    """NHWC is a speed choice only: weights are stored channels-last and the logits equal
+    those of the same network run in the default NCHW layout."""
+    torch.manual_seed(0)
+    model = build_model(name, image_size=28, in_channels=1, num_classes=10, **SMALL).eval()
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.randn(2, 1, 28, 28)
+    nhwc = model(images)[0]
+    model.to(memory_format=torch.contiguous_format)
+    with torch.no_grad():
+        nchw = model.net(images) if name == "resnet18" else model.head(
+            model.features(images).mean(dim=(2, 3)))
+    assert torch.allclose(nhwc, nchw, atol=1e-5)
+
+
 def test_local_mask_neighbourhood_corner_and_centre() -> None:
     allowed = local_patch_mask((7, 7), kernel=3)
     assert allowed.shape == (49, 49) and torch.equal(allowed, allowed.T)
