@@ -276,18 +276,26 @@ def load_asterisk() -> dict:
 # ----------------------------------------------------------------------------- batching
 
 
+def spec_augment_masks(freq_masks: int = 2, freq_width: int = 27, time_masks: int = 2,
+                       time_width: int = 40) -> torch.nn.Sequential:
+    """SpecAugment's masking (torchaudio): ``freq_masks`` bands of up to ``freq_width`` mel
+    bins and ``time_masks`` spans of up to ``time_width`` frames (each at most 20% of the
+    utterance). The defaults are the LibriSpeech "LD" policy."""
+    freq, time = torchaudio.transforms.FrequencyMasking, torchaudio.transforms.TimeMasking
+    return torch.nn.Sequential(*[freq(freq_width) for _ in range(freq_masks)],
+                               *[time(time_width, p=0.2) for _ in range(time_masks)])
+
+
 class FeatureDataset(Dataset):
-    """Utterances of a packed feature tensor: normalised features, target ids and text."""
+    """Utterances of a packed feature tensor: normalised features, target ids and text;
+    ``masks`` (:func:`spec_augment_masks`) augments them when given."""
 
     def __init__(self, packed: dict, texts: list[str], indices: list[int], mean: torch.Tensor,
-                 std: torch.Tensor, spec_augment: bool = False) -> None:
+                 std: torch.Tensor, masks: torch.nn.Module | None = None) -> None:
         self.features, self.offsets = packed["features"], packed["offsets"]
         self.texts, self.indices = texts, indices
         self.mean, self.std = mean, std
-        # Two frequency and two time masks, as in SpecAugment's LibriSpeech "LD" policy.
-        freq, time = torchaudio.transforms.FrequencyMasking, torchaudio.transforms.TimeMasking
-        self.masks = (torch.nn.Sequential(freq(27), freq(27), time(40, p=0.2), time(40, p=0.2))
-                      if spec_augment else None)
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -363,16 +371,21 @@ class ASRDataModule(pl.LightningDataModule):
     (1 frame = 10 ms), so short utterances share a batch and a long one goes alone.
     ``seed`` orders the batches; ``corpus_seed`` picks the synthesized corpus, kept apart so
     runs over several seeds share one corpus instead of rendering one each.
+    ``spec_augment`` masks training features; ``freq_masks``/``freq_width`` and
+    ``time_masks``/``time_width`` set its policy (:func:`spec_augment_masks`).
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
                  test_set: Literal["all", "unseen_voices", "asterisk"] = "all",
-                 max_frames: int = 12000, spec_augment: bool = True, num_workers: int = 0,
-                 seed: int = 0, corpus_seed: int = 0) -> None:
+                 max_frames: int = 12000, spec_augment: bool = True, freq_masks: int = 2,
+                 freq_width: int = 27, time_masks: int = 2, time_width: int = 40,
+                 num_workers: int = 0, seed: int = 0, corpus_seed: int = 0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.corpus_size, self.test_set, self.max_frames = corpus_size, test_set, max_frames
-        self.spec_augment, self.num_workers, self.seed = spec_augment, num_workers, seed
+        self.num_workers, self.seed = num_workers, seed
+        self.masks = (spec_augment_masks(freq_masks, freq_width, time_masks, time_width)
+                      if spec_augment else None)
         self.corpus_seed = corpus_seed
         self.vocab: list[str] = list(VOCAB)
         self._synthetic: dict | None = None
@@ -400,12 +413,11 @@ class ASRDataModule(pl.LightningDataModule):
         """Per-bin log-mel standard deviation of the training split, shape ``(80,)``."""
         return self._load()["std"]
 
-    def _split(self, split: str, spec_augment: bool = False) -> FeatureDataset:
+    def _split(self, split: str, masks: torch.nn.Module | None = None) -> FeatureDataset:
         data = self._load()
         texts = [r["text"] for r in data["rows"]]
         indices = [i for i, r in enumerate(data["rows"]) if r["split"] == split]
-        return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std,
-                              spec_augment)
+        return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std, masks)
 
     def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
         lengths = [dataset.length(i) for i in range(len(dataset))]
@@ -415,7 +427,7 @@ class ASRDataModule(pl.LightningDataModule):
                           persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._split("train", self.spec_augment), shuffle=True)
+        return self._loader(self._split("train", self.masks), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._split("val"), shuffle=False)

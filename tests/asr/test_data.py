@@ -245,10 +245,22 @@ def test_dataset_batches_are_normalised_and_padded():
     assert torch.allclose(batch["features"][1, :50], torch.full((50, 80), 0.25))
     assert batch["targets"].shape == (2, 5) and batch["target_lengths"].tolist() == [5, 5]
     assert decode(batch["targets"][0]) == "hello" and batch["texts"] == texts
-    augmented = data.FeatureDataset(packed, texts, [1], mean, std, spec_augment=True)
+    augmented = data.FeatureDataset(packed, texts, [1], mean, std, data.spec_augment_masks())
     torch.manual_seed(0)
     masked = augmented[0][0]
     assert masked.shape == (50, 80) and (masked == 0).any()
+
+
+def test_spec_augment_policy_sets_mask_count_and_width():
+    policy = data.spec_augment_masks(freq_masks=1, freq_width=15, time_masks=3, time_width=25)
+    kinds = [type(m).__name__ for m in policy]
+    assert kinds == ["FrequencyMasking"] + ["TimeMasking"] * 3
+    assert policy[0].mask_param == 15 and policy[1].mask_param == 25
+    for seed in range(20):
+        torch.manual_seed(seed)
+        masked = policy(torch.ones(80, 400))  # (mel, frames)
+        assert (masked == 0).all(dim=1).sum() <= 15  # one band of at most 15 bins
+        assert (masked == 0).all(dim=0).sum() <= 3 * 25  # three spans of at most 25 frames
 
 
 def test_prepare_rejects_unknown_dataset_and_reports_availability():
