@@ -138,6 +138,8 @@ class SuiteCLI(LightningCLI):
                             help="test the best checkpoint after training")
         parser.add_argument("--run.monitor", default=None,
                             help="metric for the best checkpoint (default: the head's)")
+        parser.add_argument("--run.monitor_mode", default=None, choices=["min", "max"],
+                            help="whether --run.monitor is best low or high")
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The trainer LightningCLI would build, wired to this run's directory: CSV + W&B
@@ -158,10 +160,11 @@ class SuiteCLI(LightningCLI):
                          or [])
         callbacks.append(RunSummary(self.run_dir / "summary.json", info))
         if not trainer_config.get("fast_dev_run"):
-            monitor = run.get("monitor") or model.monitor[0]
+            monitor, mode = checkpoint_monitor(run.get("monitor"), run.get("monitor_mode"),
+                                               model.monitor)
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints",
-                                             filename="best", monitor=monitor,
-                                             mode=model.monitor[1], save_last=True))
+                                             filename="best", monitor=monitor, mode=mode,
+                                             save_last=True))
         loggers: Any = False
         if trainer_config.get("logger") is not False:
             tags = [head, str(info["model"]), str(info["dataset"])]
@@ -170,6 +173,19 @@ class SuiteCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         kwargs.update(default_root_dir=str(self.run_dir), logger=loggers, callbacks=callbacks)
         return super().instantiate_trainer(**kwargs)
+
+
+def checkpoint_monitor(metric: str | None, mode: str | None, default: tuple[str, str]
+                       ) -> tuple[str, str]:
+    """The best checkpoint's ``(metric, mode)``: the head's ``default`` unless overridden. A
+    metric other than the head's needs its mode: "val/acc" with the head's "min" (from
+    "val/loss") would keep the worst checkpoint."""
+    if metric is None or metric == default[0]:
+        return default[0], mode or default[1]
+    if mode is None:
+        raise UsageError(f"--run.monitor={metric}: also give --run.monitor_mode=min|max "
+                         "(whether lower or higher is better)")
+    return metric, mode
 
 
 def init_keys(cls: type) -> list[str]:

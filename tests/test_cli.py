@@ -111,3 +111,15 @@ def test_two_process_ddp_through_suite_train(tmp_path):
     summary = json.loads((tmp_path / "seq2seq" / "adhoc" / "ddp" / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
     assert "test/loss" in summary["metrics"]
+
+
+def test_checkpoint_monitor_needs_a_mode_for_another_metric():
+    from suite.cli import UsageError
+    from suite.runner import checkpoint_monitor
+
+    head = ("val/loss", "min")
+    assert checkpoint_monitor(None, None, head) == head
+    assert checkpoint_monitor("val/loss", None, head) == head
+    assert checkpoint_monitor("val/acc", "max", head) == ("val/acc", "max")
+    with pytest.raises(UsageError, match="--run.monitor_mode"):
+        checkpoint_monitor("val/acc", None, head)

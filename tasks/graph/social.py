@@ -22,6 +22,7 @@ from scipy.sparse.csgraph import connected_components
 from torch import Tensor
 from torch_geometric.data import Data
 from torch_geometric.datasets import KarateClub
+from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import degree, to_undirected
 
 from suite.data import DataError, DebianMember, PyPIMember, RemoteFile, fetch, split_indices
@@ -158,6 +159,8 @@ def load_cora() -> Data:
     """Cora: 2,708 papers (sorted by id), 1,433 binary word features, 7 subjects.
 
     Citations are symmetrised (10,556 directed edges). Node order differs from Planetoid's.
+    Each paper's word vector is scaled to sum to 1 (PyG's ``NormalizeFeatures``, the GCN/GAT
+    preprocessing), so long and short papers enter the model on one scale.
     """
     nodes = pd.read_parquet(fetch(CORA_NODES)).sort_values("nodeId").reset_index(drop=True)
     rels = pd.read_parquet(fetch(CORA_RELS))
@@ -170,7 +173,7 @@ def load_cora() -> Data:
     x = torch.from_numpy(np.stack(nodes["features"].to_numpy()).astype(np.float32))
     edge_index = to_undirected(torch.from_numpy(np.stack([src, dst])), num_nodes=len(nodes))
     y = torch.from_numpy(nodes["subject"].to_numpy(np.int64))
-    return Data(x=x, edge_index=edge_index, y=y)
+    return NormalizeFeatures()(Data(x=x, edge_index=edge_index, y=y))
 
 
 def degree_features(edge_index: Tensor, num_nodes: int) -> Tensor:

@@ -252,8 +252,9 @@ def test_karate_data_module_end_to_end():
 
 
 def test_cora_loader_on_a_parquet_fixture(cache):
+    words = [np.array(row, dtype=np.int64) for row in ([1, 0, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0])]
     nodes = pd.DataFrame({"nodeId": [30, 10, 20], "labels": "Paper", "subject": [2, 0, 1],
-                          "features": [np.eye(4, dtype=np.int64)[i] for i in range(3)]})
+                          "features": words})
     rels = pd.DataFrame({"sourceNodeId": [10, 20, 20], "targetNodeId": [20, 10, 30],
                          "relationshipType": "CITES"})
     for frame, file in ((nodes, social.CORA_NODES), (rels, social.CORA_RELS)):
@@ -262,6 +263,7 @@ def test_cora_loader_on_a_parquet_fixture(cache):
     data = social.load_cora()
     assert data.y.tolist() == [0, 1, 2]  # sorted by paper id
     assert data.x.dtype == torch.float32 and data.x[0].tolist() == [0, 1, 0, 0]
+    assert data.x[2].tolist() == pytest.approx([1 / 3, 0, 1 / 3, 1 / 3])  # rows sum to 1
     assert sorted(map(tuple, data.edge_index.t().tolist())) == [(0, 1), (1, 0), (1, 2), (2, 1)]
 
 
