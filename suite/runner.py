@@ -179,9 +179,13 @@ def checkpoint_monitor(metric: str | None, mode: str | None, default: tuple[str,
                        ) -> tuple[str, str]:
     """The best checkpoint's ``(metric, mode)``: the head's ``default`` unless overridden. A
     metric other than the head's needs its mode: "val/acc" with the head's "min" (from
-    "val/loss") would keep the worst checkpoint."""
+    "val/loss") would keep the worst checkpoint - and so would the head's own metric given
+    the opposite mode."""
     if metric is None or metric == default[0]:
-        return default[0], mode or default[1]
+        if mode is not None and mode != default[1]:
+            raise UsageError(f"--run.monitor_mode={mode}: the head's metric {default[0]} is "
+                             f"best {default[1]}; name another metric with --run.monitor")
+        return default[0], default[1]
     if mode is None:
         raise UsageError(f"--run.monitor={metric}: also give --run.monitor_mode=min|max "
                          "(whether lower or higher is better)")

@@ -123,3 +123,13 @@ def test_checkpoint_monitor_needs_a_mode_for_another_metric():
     assert checkpoint_monitor("val/acc", "max", head) == ("val/acc", "max")
     with pytest.raises(UsageError, match="--run.monitor_mode"):
         checkpoint_monitor("val/acc", None, head)
+    assert checkpoint_monitor(None, "min", head) == head
+
+
+def test_checkpoint_monitor_refuses_the_opposite_mode_for_the_heads_metric():
+    """--run.monitor_mode=max alone would keep the checkpoint with the highest val/loss."""
+    from suite.cli import UsageError
+    from suite.runner import checkpoint_monitor
+
+    with pytest.raises(UsageError, match="val/loss is best min"):
+        checkpoint_monitor(None, "max", ("val/loss", "min"))
