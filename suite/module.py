@@ -181,13 +181,17 @@ class TaskModule(pl.LightningModule, abc.ABC):
         elapsed = timer.time_elapsed("train")
         return min(1.0, elapsed / max(1e-9, elapsed + remaining))
 
-    def configure_optimizers(self) -> dict:
-        hp = self.hparams
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW parameter groups: weight decay on matrices only, not on biases or norm gains.
+        Heads may override to give some parameters their own learning rate (``lr`` key)."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}], lr=hp.lr, betas=tuple(hp.betas))
+        return [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = hp.warmup_steps or int(hp.warmup_fraction * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(

@@ -82,19 +82,25 @@ class NodeEncoder(nn.Module):
         pe_attr: the batch attribute holding the positional encoding (``lap_pe``/``rw_pe``).
         pe_dim: its width.
         input_dropout: dropout on float features (Cora's sparse bag of words overfits).
+        normalise_features: LayerNorm on the float features' embedding. ``full`` attention
+            needs it: its early layers add the same all-node average to every node, and
+            Cora's row-normalised word vectors embed at ~0.01 - the node's own signal drowned
+            (outputs varied 0.004 across nodes at initialisation and training collapsed).
         flip_pe_signs: flip each Laplacian eigenvector's sign at random per graph while
             training (eigenvectors are defined up to sign; molecules see many graphs).
     """
 
     def __init__(self, dim: int, atom_feature_dims: Sequence[int] = (),
                  num_node_features: int = 0, pe_attr: str | None = None, pe_dim: int = 0,
-                 input_dropout: float = 0.0, flip_pe_signs: bool = False) -> None:
+                 input_dropout: float = 0.0, flip_pe_signs: bool = False,
+                 normalise_features: bool = False) -> None:
         super().__init__()
         if atom_feature_dims:
             self.features: nn.Module = CategoricalEmbedding(atom_feature_dims, dim)
         else:
-            self.features = nn.Sequential(nn.Dropout(input_dropout),
-                                          nn.Linear(num_node_features, dim))
+            self.features = nn.Sequential(
+                nn.Dropout(input_dropout), nn.Linear(num_node_features, dim),
+                nn.LayerNorm(dim) if normalise_features else nn.Identity())
         self.pe_attr = pe_attr
         self.pe = nn.Linear(pe_dim, dim) if pe_attr else None
         self.flip_pe_signs = flip_pe_signs

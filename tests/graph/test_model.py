@@ -16,6 +16,7 @@ from suite.blocks import LayerConfig
 from suite.cli import main
 from tasks.graph.data import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, GraphDataModule
 from tasks.graph.model import GraphTransformer, NodeEncoder, edge_list_attention, with_self_loops
+from tasks.graph.module import GraphModule, data_info
 from tasks.graph.molecules import MOLECULES
 from tasks.graph.peers import PeerGNN
 
@@ -138,3 +139,35 @@ def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
     assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "C1CC"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid SMILES 'C1CC'" in err[0]
+
+
+def _karate_module(model: str, **kwargs) -> GraphModule:
+    dm = GraphDataModule("karate", pe="random_walk", pe_dim=4, spd=True)
+    dm.setup()
+    return GraphModule(model=model, dim=16, depth=1, num_heads=2, ffn_dim=32,
+                       data_info=data_info(dm), **kwargs)
+
+
+def test_full_attention_normalises_float_feature_embeddings():
+    """Sparse row-normalised word vectors embed at ~0.01; `full` attention adds the same
+    all-node average to every node, so without a norm the node's own signal drowns."""
+    torch.manual_seed(0)
+    features = torch.zeros(5, 300)
+    features[torch.arange(5), torch.arange(5) * 7] = 1.0 / 18  # Cora-like magnitudes
+    batch = Batch(x=features, batch=torch.zeros(5, dtype=torch.long))
+    plain = NodeEncoder(16, num_node_features=300)
+    normed = NodeEncoder(16, num_node_features=300, normalise_features=True)
+    assert plain(batch).std(-1).max() < 0.1
+    assert torch.allclose(normed(batch).std(-1, unbiased=False), torch.ones(5), atol=1e-2)
+    assert isinstance(_karate_module("full").net.encoder.features[-1], torch.nn.LayerNorm)
+    assert isinstance(_karate_module("edge").net.encoder.features[-1], torch.nn.Identity)
+
+
+def test_structure_lr_scale_gives_the_spd_bias_its_own_learning_rate():
+    module = _karate_module("full", lr=0.01, structure_lr_scale=40.0)
+    groups = module.param_groups()
+    spd = module.net.spd_bias.weight
+    owners = [g for g in groups if any(p is spd for p in g["params"])]
+    assert len(owners) == 1 and owners[0]["lr"] == pytest.approx(0.4)
+    assert sum(len(g["params"]) for g in groups) == len(list(module.parameters()))
+    assert len(_karate_module("full").param_groups()) == 2
