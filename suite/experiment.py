@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,9 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
         print(f"[{experiment}] {run['name']}: its configuration changed since it ran; "
               "running it again", flush=True)
     if force or not done or stale:
-        if summary_path.is_file():
-            summary_path.unlink()
+        # start clean: an older configuration's best.ckpt would outlive the new run (Lightning
+        # saves the new one as best-v1.ckpt) and `predict --ckpt .../best.ckpt` would use it
+        shutil.rmtree(run_dir, ignore_errors=True)
         command = train_command(run, experiment, root)
         print(f"[{experiment}] {run['name']}: {' '.join(command[2:])}", flush=True)
         proc = subprocess.run(command, cwd=ROOT)

@@ -64,7 +64,9 @@ def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
     calls = []
 
     def fake_run(command, cwd):
+        assert not run_dir.exists(), "a re-run starts without the old run's checkpoints"
         calls.append(command)
+        run_dir.mkdir(parents=True)
         (run_dir / "summary.json").write_text(summary)
         return subprocess.CompletedProcess(command, 0)
 
