@@ -119,7 +119,8 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
             "train_size": summary.get("train_size"), "seed": run["seed"],
             "config": run["config"], "overrides": run["overrides"],
             "precision": summary.get("precision"), "params": summary.get("params"),
-            "train_seconds": summary.get("train_seconds"),
+            "train_seconds": summary.get("train_seconds"), "epochs": summary.get("epochs"),
+            "steps": summary.get("steps"),
             "samples_per_second": summary.get("samples_per_second"),
             "peak_memory_mb": summary.get("peak_memory_mb"),
             "metrics": summary.get("metrics", {})}
