@@ -82,8 +82,8 @@ class NodeEncoder(nn.Module):
         pe_attr: the batch attribute holding the positional encoding (``lap_pe``/``rw_pe``).
         pe_dim: its width.
         input_dropout: dropout on float features (Cora's sparse bag of words overfits).
-        normalise_features: LayerNorm on the float features' embedding. ``full`` attention
-            needs it: its early layers add the same all-node average to every node, and
+        normalise_features: LayerNorm on the float features' embedding. Global attention
+            (``full``, GPS) needs it: early layers add the same all-node average to every node, and
             Cora's row-normalised word vectors embed at ~0.01 - the node's own signal drowned
             (outputs varied 0.004 across nodes at initialisation and training collapsed).
         flip_pe_signs: flip each Laplacian eigenvector's sign at random per graph while

@@ -31,6 +31,9 @@ from tasks.graph.model import GraphTransformer, NodeEncoder
 from tasks.graph.peers import PEERS, PeerGNN
 
 MODELS = ("edge", "full", *PEERS)
+GLOBAL_ATTENTION = ("full", "gps")
+"""Models in which every node attends to every node: their float-feature embeddings are
+layer-normalised (:class:`NodeEncoder`'s ``normalise_features``)."""
 DATA_KEYS = ("dataset", "split", "seed", "pe", "pe_dim", "spd", "spd_max")
 
 
@@ -118,7 +121,7 @@ class GraphModule(TaskModule):
             hp.dim, info["atom_feature_dims"], info["num_node_features"], info["pe_attr"],
             info["pe_dim"], hp.input_dropout,
             flip_pe_signs=molecules and info["pe"] == "laplacian",
-            normalise_features=hp.model == "full")
+            normalise_features=hp.model in GLOBAL_ATTENTION)
         out_dim = 1 if task == "regression" else info["num_classes"]
         self.metrics = self._metrics(task)
         if hp.model in PEERS:

@@ -172,7 +172,8 @@ def load_cora() -> Data:
         raise DataError(f"Cora: a citation names an unknown paper ({err})") from err
     x = torch.from_numpy(np.stack(nodes["features"].to_numpy()).astype(np.float32))
     edge_index = to_undirected(torch.from_numpy(np.stack([src, dst])), num_nodes=len(nodes))
-    y = torch.from_numpy(nodes["subject"].to_numpy(np.int64))
+    # a copy: pandas may hand back a read-only view, which torch.from_numpy warns about
+    y = torch.tensor(nodes["subject"].to_numpy(np.int64))
     return NormalizeFeatures()(Data(x=x, edge_index=edge_index, y=y))
 
 

@@ -160,6 +160,7 @@ def test_full_attention_normalises_float_feature_embeddings():
     assert plain(batch).std(-1).max() < 0.1
     assert torch.allclose(normed(batch).std(-1, unbiased=False), torch.ones(5), atol=1e-2)
     assert isinstance(_karate_module("full").net.encoder.features[-1], torch.nn.LayerNorm)
+    assert isinstance(_karate_module("gps").net.encoder.features[-1], torch.nn.LayerNorm)
     assert isinstance(_karate_module("edge").net.encoder.features[-1], torch.nn.Identity)
 
 
