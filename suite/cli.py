@@ -142,7 +142,10 @@ def cmd_experiment(argv: list[str]) -> int:
     parser.add_argument("name")
     parser.add_argument("--quick", action="store_true", help="the reduced grid (minutes)")
     parser.add_argument("--force", action="store_true", help="re-run runs already done")
-    parser.add_argument("--only", nargs="*", help="run only these run names")
+    parser.add_argument("--only", nargs="*",
+                        help="run only these runs or run groups; the report keeps the other "
+                             "runs' rows from the existing results.json where their "
+                             "configuration is unchanged")
     args = parse(parser, argv)
     from suite.experiment import run_experiment
 

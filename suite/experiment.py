@@ -17,6 +17,9 @@ An override value may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{s
 seed also draws its own data split).
 ``--quick`` runs the reduced grid and writes its report under ``runs/quick-reports/``, so the
 committed reference results are never overwritten by a smoke run.
+``--only`` runs a subset; the other planned runs keep their rows from the existing
+``results.json`` where their configuration (fingerprint) is unchanged, so a long experiment can be
+measured piecewise, on different days or machines, into one report.
 """
 
 from __future__ import annotations
@@ -114,7 +117,8 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
             raise DataError(f"run {run['name']} failed with exit code {proc.returncode}")
         atomic_write_bytes(stamp, fingerprint(run).encode())
     summary = json.loads(summary_path.read_text())
-    return {"name": run["name"], "group": run["group"], "head": run["head"],
+    return {"name": run["name"], "fingerprint": fingerprint(run), "group": run["group"],
+            "head": run["head"],
             "model": summary.get("model"), "dataset": summary.get("dataset"),
             "train_size": summary.get("train_size"), "seed": run["seed"],
             "config": run["config"], "overrides": run["overrides"],
@@ -124,6 +128,16 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
             "samples_per_second": summary.get("samples_per_second"),
             "peak_memory_mb": summary.get("peak_memory_mb"),
             "metrics": summary.get("metrics", {})}
+
+
+def carried_over(planned: list[dict[str, Any]], results_path: Path) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier ``results.json`` for planned runs whose fingerprint is unchanged."""
+    if not results_path.is_file():
+        return {}
+    earlier = {row["name"]: row for row in json.loads(results_path.read_text())["runs"]}
+    return {run["name"]: earlier[run["name"]] for run in planned
+            if run["name"] in earlier
+            and earlier[run["name"]].get("fingerprint") == fingerprint(run)}
 
 
 def run_experiment(name: str, quick: bool = False, force: bool = False,
@@ -141,13 +155,20 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
         root = ROOT / "runs"
         planned = plan_runs(spec, quick)
         chosen = [r for r in planned if not only or r["name"] in only or r["group"] in only]
-        left_out = [r["name"] for r in planned if r not in chosen]
-        rows = [execute(run, experiment, root, force) for run in chosen]
+        measured = {row["name"]: row for row in
+                    [execute(run, experiment, root, force) for run in chosen]}
+        earlier = carried_over(planned, out_dir / "results.json") if only and not quick else {}
+        carried = [name for name in earlier if name not in measured]
+        measured = {**earlier, **measured}
+        rows = [measured[r["name"]] for r in planned if r["name"] in measured]
+        left_out = [r["name"] for r in planned if r["name"] not in measured]
     command = f"suite experiment {name}" + (" --quick" if quick else "")
     results = {"experiment": name, "command": command + (
                    f" --only {' '.join(only)}" if only else ""),
                "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "git_sha": git_sha(), "hardware": hardware(), "runs": rows}
+    if "benchmark" not in spec and carried:
+        results["carried_over"] = carried
     if "benchmark" not in spec and left_out:
         results["left_out"] = left_out
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,15 @@ def is_quick(results: dict[str, Any]) -> bool:
     return "--quick" in results["command"].split()
 
 
+def _groups(names: list[str]) -> str:
+    """``a-s0, a-s1, b-s0`` -> ``a (2 seeds), b``: run names collapsed to their groups."""
+    counts: dict[str, int] = {}
+    for name in names:
+        group = name.rsplit("-s", 1)[0]
+        counts[group] = counts.get(group, 0) + 1
+    return ", ".join(g if n == 1 else f"{g} ({n} seeds)" for g, n in counts.items())
+
+
 def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Path:
     """Write ``out_dir/README.md`` for ``results`` (plots next to it)."""
     report = spec.get("report", {})
@@ -122,6 +131,10 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
              "", f"Reproduce: `{results['command']}` (generated {results['generated']}, "
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
+    if results.get("carried_over"):
+        parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} runs were "
+                  "measured by earlier invocations with the same configuration and carried over "
+                  f"from the previous results.json ({_groups(results['carried_over'])}).", ""]
     if results.get("left_out"):
         parts += [f"**Partial report**: {len(results['left_out'])} planned runs are not in it "
                   f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}` "

@@ -132,3 +132,30 @@ def test_fingerprint_ignores_comments_but_not_values(tmp_path):
     assert experiment.fingerprint(run) == before
     config.write_text("model:\n  depth: 3\n")
     assert experiment.fingerprint(run) != before
+
+
+def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_path, monkeypatch):
+    spec = {k: v for k, v in SPEC.items() if k != "report"}
+    monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
+    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    planned = {r["name"]: r for r in plan_runs(spec, quick=False)}
+
+    def row(name: str, value: float, fingerprint: str) -> dict:
+        return {"name": name, "group": planned[name]["group"], "fingerprint": fingerprint,
+                "model": "m", "dataset": "d", "seed": planned[name]["seed"], "train_size": 1,
+                "params": 1, "metrics": {"test/exact_match": value}}
+
+    monkeypatch.setattr(experiment, "execute", lambda run, *args: row(
+        run["name"], 1.0, experiment.fingerprint(run)))
+    earlier = {"runs": [row("a-s0", 0.5, experiment.fingerprint(planned["a-s0"])),
+                        row("a-s1", 0.5, "an older configuration"),
+                        row("b-s5", 0.5, experiment.fingerprint(planned["b-s5"]))]}
+    (tmp_path / "reports" / "demo").mkdir(parents=True)
+    (tmp_path / "reports" / "demo" / "results.json").write_text(json.dumps(earlier))
+    out = experiment.run_experiment("demo", only=["b"])
+    results = json.loads((out / "results.json").read_text())
+    # a-s0 carried over; a-s1 ran with another configuration, so it is left out; b re-measured
+    assert [(r["name"], r["metrics"]["test/exact_match"]) for r in results["runs"]] == [
+        ("a-s0", 0.5), ("b-s5", 1.0)]
+    assert results["carried_over"] == ["a-s0"] and results["left_out"] == ["a-s1"]
+    assert "carried over from the previous results.json (a)" in (out / "README.md").read_text()

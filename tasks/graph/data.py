@@ -15,6 +15,8 @@ Batch attributes (N = nodes in the batch, E = directed edges, B = graphs):
   node tasks ``(N,)`` long.
 - ``batch`` ``(N,)`` and ``ptr`` ``(B+1,)``: PyG's graph membership.
 - ``lap_pe`` / ``rw_pe`` ``(N, pe_dim)`` float when ``pe`` asks for one.
+- ``descriptors`` ``(B, len(DESCRIPTORS))`` float when ``descriptors=True`` (molecules): RDKit
+  whole-molecule descriptors standardised with the training mean/std, clipped to +-6.
 - ``spd`` ``(sum_i N_i**2,)`` uint8 when ``spd=True``: hop counts clipped to ``spd_max``
   (unreachable = ``spd_max``); ``dense_spd(batch.spd, batch.ptr)`` gives
   ``(B, N_max, N_max)`` long.
@@ -37,9 +39,11 @@ from tasks.graph import social
 from tasks.graph.molecules import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
+    DESCRIPTORS,
     MOLECULES,
     load_molecules,
     scaffold_split,
+    smiles_descriptors,
     smiles_to_graph,
 )
 from tasks.graph.structure import (
@@ -127,6 +131,8 @@ class GraphDataModule(pl.LightningDataModule):
         pe_dim: its width (eigenvectors or random-walk steps).
         spd: attach all-pairs shortest-path distances for structure-biased attention.
         spd_max: clip for ``spd``; unreachable pairs also get this value.
+        descriptors: attach each molecule's standardised RDKit descriptors
+            (:data:`~tasks.graph.molecules.DESCRIPTORS`) for the model's readout.
         num_workers: DataLoader workers.
     """
 
@@ -134,13 +140,15 @@ class GraphDataModule(pl.LightningDataModule):
                  split: Literal["random", "scaffold"] = "random", seed: int | None = None,
                  batch_size: int = 64, pe: Literal["none", "laplacian", "random_walk"] = "none",
                  pe_dim: int = 8, spd: bool = False, spd_max: int = 20,
-                 num_workers: int = 0) -> None:
+                 descriptors: bool = False, num_workers: int = 0) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown graph data set {dataset!r}; choose from {list(DATASETS)}")
         info = DATASETS[dataset]
         if split == "scaffold" and info.task == "node":
             raise ValueError(f"split='scaffold' applies to molecules, not to {dataset!r}")
+        if descriptors and info.task == "node":
+            raise ValueError(f"descriptors=true applies to molecules, not to {dataset!r}")
         if pe != "none" and pe_dim < 1:
             raise ValueError(f"pe_dim must be >= 1 with pe={pe!r}, got {pe_dim}")
         clip_spd(torch.zeros(0, dtype=torch.uint8), spd_max)  # validates spd_max early
@@ -159,6 +167,10 @@ class GraphDataModule(pl.LightningDataModule):
         self.bond_feature_dims = BOND_FEATURE_DIMS if self.categorical_features else ()
         self.pe_attr = _PE_ATTR.get(pe)
         self.target_mean, self.target_std = 0.0, 1.0
+        self.descriptors = descriptors
+        self.num_graph_features = len(DESCRIPTORS) if descriptors else 0
+        self.descriptor_mean: list[float] = [0.0] * self.num_graph_features
+        self.descriptor_std: list[float] = [1.0] * self.num_graph_features
         self.parts: dict[str, list[Data]] = {}
 
     def prepare_data(self) -> None:
@@ -192,11 +204,23 @@ class GraphDataModule(pl.LightningDataModule):
         if self.task == "regression":
             for graph in graphs:
                 graph.y = (graph.y - self.target_mean) / self.target_std
+        if self.descriptors:
+            train = molecules.descriptors[parts[0]]
+            self.descriptor_mean = train.mean(0).tolist()
+            self.descriptor_std = train.std(0).clamp(min=1e-6).tolist()
+            for graph, raw in zip(graphs, molecules.descriptors, strict=True):
+                graph.descriptors = self._standardise(raw)
         self._add_structure(graphs)
         self.parts = {name: [graphs[i] for i in index.tolist()]
                       for name, index in zip(("train", "val", "test"), parts, strict=True)}
         log.info("%s (%s split): %s graphs", self.dataset, self.split,
                  "/".join(str(len(p)) for p in self.parts.values()))
+
+    def _standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw descriptors ``(D,)`` -> ``(1, D)`` in training-set units, clipped to +-6 (a few
+        descriptors have long tails)."""
+        mean, std = torch.tensor(self.descriptor_mean), torch.tensor(self.descriptor_std)
+        return ((raw - mean) / std).clamp(-6.0, 6.0)[None].float()
 
     def _add_structure(self, graphs: list[Data]) -> None:
         """Attach the requested encodings; molecules carry cached SPD that is dropped if off."""
@@ -229,15 +253,21 @@ class GraphDataModule(pl.LightningDataModule):
         return self._loader("test")
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints so a restored model reports targets in original units."""
-        return {"target_mean": self.target_mean, "target_std": self.target_std}
+        """Saved in checkpoints so a restored model reports targets in original units and
+        standardises descriptors as in training."""
+        return {"target_mean": self.target_mean, "target_std": self.target_std,
+                "descriptor_mean": self.descriptor_mean, "descriptor_std": self.descriptor_std}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.target_mean = float(state_dict["target_mean"])
         self.target_std = float(state_dict["target_std"])
+        self.descriptor_mean = state_dict.get("descriptor_mean", self.descriptor_mean)
+        self.descriptor_std = state_dict.get("descriptor_std", self.descriptor_std)
 
     def graph_for_prediction(self, smiles: str) -> Data:
         """A user's SMILES as a one-graph input with the same encodings as training data."""
         data = smiles_to_graph(smiles)
+        if self.descriptors:
+            data.descriptors = self._standardise(smiles_descriptors(smiles))
         self._add_structure([data])
         return data

@@ -34,7 +34,7 @@ MODELS = ("edge", "full", *PEERS)
 GLOBAL_ATTENTION = ("full", "gps")
 """Models in which every node attends to every node: their float-feature embeddings are
 layer-normalised (:class:`NodeEncoder`'s ``normalise_features``)."""
-DATA_KEYS = ("dataset", "split", "seed", "pe", "pe_dim", "spd", "spd_max")
+DATA_KEYS = ("dataset", "split", "seed", "pe", "pe_dim", "spd", "spd_max", "descriptors")
 
 
 def data_info(dm: GraphDataModule) -> dict[str, Any]:
@@ -43,6 +43,8 @@ def data_info(dm: GraphDataModule) -> dict[str, Any]:
             "num_node_features": dm.num_node_features,
             "atom_feature_dims": list(dm.atom_feature_dims),
             "bond_feature_dims": list(dm.bond_feature_dims), "pe_attr": dm.pe_attr,
+            "num_graph_features": dm.num_graph_features,
+            "descriptor_mean": dm.descriptor_mean, "descriptor_std": dm.descriptor_std,
             **{key: getattr(dm, key) for key in DATA_KEYS}}
 
 
@@ -59,6 +61,10 @@ class GraphModule(TaskModule):
             moves ~0.3 in 100 steps - far from the ~+3 that focuses attention on nearby
             nodes among 2,708 (Cora; 40x got there in 20 steps). Molecules keep 1.
         readout: ``cls`` (ours only), ``mean`` or ``sum`` for graph-level outputs.
+        propagation_steps: node tasks with ``edge`` attention: rounds of personalised
+            propagation of the outputs along the last layer's attention weights
+            (:func:`tasks.graph.model.propagate`); 0 = none.
+        teleport: the share of a node's own output kept at each round.
         attention_impl: ``auto`` (edge list for node tasks, dense masks for molecules),
             ``dense`` or ``edge_list`` (``edge`` attention only).
         show_smiles: the molecule whose attention is drawn after testing (default: the
@@ -81,6 +87,7 @@ class GraphModule(TaskModule):
                  dropout: float = 0.1, attention_dropout: float = 0.0,
                  input_dropout: float = 0.0, structure_lr_scale: float = 1.0,
                  readout: Literal["cls", "mean", "sum"] = "mean",
+                 propagation_steps: int = 0, teleport: float = 0.1,
                  attention_impl: Literal["auto", "dense", "edge_list"] = "auto",
                  show_smiles: str | None = None, threads: int = 1,
                  data_info: dict[str, Any] | None = None,
@@ -115,6 +122,9 @@ class GraphModule(TaskModule):
         self.info = info
         task = info["task"]
         molecules = task != "node"
+        if hp.propagation_steps and hp.model != "edge":
+            raise ValueError(f"propagation_steps applies to model 'edge' (along its attention "
+                             f"weights), not {hp.model!r}: set it to 0")
         if hp.model == "full" and not info["spd"]:
             raise ValueError("model 'full' needs shortest-path distances: set data.spd=true")
         encoder = NodeEncoder(
@@ -127,7 +137,7 @@ class GraphModule(TaskModule):
         if hp.model in PEERS:
             self.net = PeerGNN(hp.model, hp.dim, hp.depth, hp.num_heads, hp.dropout,
                                hp.attention_dropout, encoder, out_dim, molecules, hp.readout,
-                               info["bond_feature_dims"])
+                               info["bond_feature_dims"], info.get("num_graph_features", 0))
             return
         impl = hp.attention_impl
         if impl == "auto":
@@ -137,7 +147,10 @@ class GraphModule(TaskModule):
         self.net = GraphTransformer(hp.model, config, hp.depth, encoder, out_dim, molecules,
                                     hp.readout, info["bond_feature_dims"],
                                     info["spd_max"] if info["spd"] else 0,
-                                    edge_list=impl == "edge_list")
+                                    edge_list=impl == "edge_list",
+                                    propagation_steps=hp.propagation_steps,
+                                    teleport=hp.teleport,
+                                    graph_features=info.get("num_graph_features", 0))
 
     def _metrics(self, task: str) -> nn.ModuleDict:
         metrics: dict[str, nn.Module] = {}
@@ -215,8 +228,12 @@ class GraphModule(TaskModule):
 
     # ------------------------------------------------------------------ predict
     def prediction_data(self) -> GraphDataModule:
-        """A data module configured as in training (encodings, split seed) - no data loaded."""
-        return GraphDataModule(**{key: self.info[key] for key in DATA_KEYS})
+        """A data module configured as in training (encodings, split seed, descriptor
+        standardisation) - no data loaded."""
+        dm = GraphDataModule(**{key: self.info[key] for key in DATA_KEYS if key in self.info})
+        dm.descriptor_mean = self.info.get("descriptor_mean", dm.descriptor_mean)
+        dm.descriptor_std = self.info.get("descriptor_std", dm.descriptor_std)
+        return dm
 
     def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
         """Molecules: one line per SMILES (property in original units, or class

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.data import Batch
 from torch_geometric.nn import GATConv, GINConv, GINEConv, GPSConv, TransformerConv
 
-from tasks.graph.model import CategoricalEmbedding, NodeEncoder, pool, prediction_head
+from tasks.graph.model import CategoricalEmbedding, NodeEncoder, PredictionHead, pool
 
 PEERS = ("gat", "transformer_conv", "gps")
 PeerKind = Literal["gat", "transformer_conv", "gps"]
@@ -49,12 +49,13 @@ class PeerGNN(nn.Module):
         graph_level: pool to one vector per graph (``mean``/``sum`` readout).
         readout: ``mean`` or ``sum``.
         bond_feature_dims: categorical edge features, embedded to ``dim`` for the layers.
+        graph_features: width of the whole-molecule descriptors the head reads.
     """
 
     def __init__(self, kind: PeerKind, dim: int, depth: int, heads: int, dropout: float,
                  attention_dropout: float, encoder: NodeEncoder, out_dim: int,
                  graph_level: bool, readout: str = "mean",
-                 bond_feature_dims: Sequence[int] = ()) -> None:
+                 bond_feature_dims: Sequence[int] = (), graph_features: int = 0) -> None:
         super().__init__()
         if kind not in PEERS:
             raise ValueError(f"unknown peer {kind!r}; expected one of {PEERS}")
@@ -81,7 +82,7 @@ class PeerGNN(nn.Module):
             self.convs.append(conv)
             self.norms.append(nn.LayerNorm(dim) if kind != "gps" else nn.Identity())
         self.dropout = nn.Dropout(dropout)
-        self.head = prediction_head(dim, out_dim, dropout)
+        self.head = PredictionHead(dim, out_dim, dropout, graph_features)
 
     def forward(self, batch: Batch, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """``(B, out_dim)`` or ``(N, out_dim)``; no attention maps (``need_weights`` is
@@ -97,4 +98,4 @@ class PeerGNN(nn.Module):
                 h = h + self.dropout(nn.functional.elu(norm(out)))
         if self.graph_level:
             h = pool(h, batch.batch, self.readout, batch.num_graphs)
-        return self.head(h), []
+        return self.head(h, batch), []

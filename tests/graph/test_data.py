@@ -22,6 +22,7 @@ from suite.data import DataError
 from tasks.graph import data as graph_data
 from tasks.graph import social
 from tasks.graph.molecules import (
+    DESCRIPTORS,
     MOLECULES,
     MoleculeSet,
     MoleculeTable,
@@ -29,6 +30,7 @@ from tasks.graph.molecules import (
     processed_path,
     read_table,
     scaffold_split,
+    smiles_descriptors,
     smiles_to_graph,
 )
 from tasks.graph.structure import (
@@ -141,6 +143,30 @@ def test_molecule_data_module_end_to_end(cache, split):
     assert restored.target_std == pytest.approx(dm.target_std)
     single = dm.graph_for_prediction("CCO")
     assert single.lap_pe.shape == (3, 4) and single.spd.tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0]
+
+
+def test_descriptors_are_standardised_on_the_training_part_and_at_prediction(cache):
+    _write_esol_fixture()
+    dm = graph_data.GraphDataModule("esol", batch_size=4, descriptors=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    width = len(DESCRIPTORS)
+    assert dm.num_graph_features == width
+    train = torch.cat([g.descriptors for g in dm.parts["train"]])  # (16, width)
+    varying = train.std(0) > 0
+    assert torch.allclose(train.mean(0), torch.zeros(width), atol=1e-4)
+    assert torch.allclose(train.std(0)[varying], torch.ones(int(varying.sum())), atol=1e-4)
+    assert next(iter(dm.train_dataloader())).descriptors.shape == (4, width)
+    # a user's SMILES gets the training standardisation, also in a restored data module
+    first = dm.parts["test"][0]
+    restored = graph_data.GraphDataModule("esol", descriptors=True)
+    restored.load_state_dict(dm.state_dict())
+    assert torch.allclose(restored.graph_for_prediction(first.smiles).descriptors,
+                          first.descriptors)
+    logp = smiles_descriptors("CCO")[DESCRIPTORS.index("MolLogP")]
+    assert float(logp) == pytest.approx(-0.0014, abs=1e-3)  # RDKit's Crippen logP of ethanol
+    with pytest.raises(ValueError, match="applies to molecules"):
+        graph_data.GraphDataModule("karate", descriptors=True)
 
 
 # ----------------------------------------------------------------------------- .gt format

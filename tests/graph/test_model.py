@@ -15,7 +15,13 @@ from suite.attention import AttentionMask, MultiHeadAttention
 from suite.blocks import LayerConfig
 from suite.cli import main
 from tasks.graph.data import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, GraphDataModule
-from tasks.graph.model import GraphTransformer, NodeEncoder, edge_list_attention, with_self_loops
+from tasks.graph.model import (
+    GraphTransformer,
+    NodeEncoder,
+    edge_list_attention,
+    propagate,
+    with_self_loops,
+)
 from tasks.graph.module import GraphModule, data_info
 from tasks.graph.molecules import MOLECULES
 from tasks.graph.peers import PeerGNN
@@ -124,12 +130,16 @@ def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
         table.file.local, index=False)
     args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=2",
             "--data.batch_size=8", "--model.model=full", "--model.readout=cls",
+            "--data.descriptors=true",
             "--data.pe=laplacian", "--data.pe_dim=4", "--data.spd=true",
             "--run.root", str(tmp_path), "--run.name=m", *SMALL, *QUIET]
     assert main(args) == 0
     run = tmp_path / "graph" / "adhoc" / "m"
     assert (run / "media" / "test_molecule_attention.png").is_file()
     ckpt = str(run / "checkpoints" / "best.ckpt")
+    restored = GraphModule.load_from_checkpoint(ckpt)
+    assert restored.net.head.graph_features == restored.info["num_graph_features"] > 0
+    assert restored.prediction_data().descriptor_mean == restored.info["descriptor_mean"]
     capsys.readouterr()
     assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "c1ccccc1O"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -172,3 +182,42 @@ def test_structure_lr_scale_gives_the_spd_bias_its_own_learning_rate():
     assert len(owners) == 1 and owners[0]["lr"] == pytest.approx(0.4)
     assert sum(len(g["params"]) for g in groups) == len(list(module.parameters()))
     assert len(_karate_module("full").param_groups()) == 2
+
+
+def test_propagation_is_the_personalised_pagerank_recursion_on_the_weight_matrix():
+    """z_K = ((1-b)W)^K z + b sum_{k<K} ((1-b)W)^k z, with W[i, j] the weight of edge j -> i."""
+    torch.manual_seed(0)
+    edge_index, _ = with_self_loops(torch.tensor([[0, 1, 1, 2, 3], [1, 0, 2, 1, 3]]), 5)
+    weights = torch.softmax(torch.randn(edge_index.shape[1]), 0)
+    weights = weights / torch.zeros(5).index_add(0, edge_index[1], weights)[edge_index[1]]
+    w = torch.zeros(5, 5)
+    w[edge_index[1], edge_index[0]] = weights
+    z = torch.randn(5, 3)
+    steps, beta = 4, 0.2
+    step = (1 - beta) * w
+    expected = torch.linalg.matrix_power(step, steps) @ z + beta * sum(
+        torch.linalg.matrix_power(step, k) @ z for k in range(steps))
+    assert torch.allclose(propagate(z, edge_index, weights, steps, beta), expected, atol=1e-5)
+    # node 4 has only its self-loop: it keeps its own output; nothing crosses components
+    assert torch.allclose(propagate(z, edge_index, weights, steps, beta)[4], z[4])
+    assert torch.equal(propagate(z, edge_index, weights, 0, beta), z)
+
+
+def test_edge_model_propagates_its_outputs_along_attention_weights():
+    torch.manual_seed(0)
+    module = _karate_module("edge", propagation_steps=6, teleport=0.1)
+    assert module.net.edge_list
+    dm = GraphDataModule("karate", pe="random_walk", pe_dim=4, spd=True)
+    dm.setup()
+    batch = Batch.from_data_list(dm.parts["train"])
+    module.eval()
+    out, maps = module.net(batch, need_weights=True)
+    module.net.propagation_steps = 0
+    plain, _ = module.net(batch)
+    loops, _ = with_self_loops(batch.edge_index, batch.num_nodes)
+    expected = propagate(plain, loops, maps[-1].mean(-1), 6, 0.1)
+    assert torch.allclose(out, expected, atol=1e-5) and not torch.allclose(out, plain)
+    with pytest.raises(ValueError, match="edge-list path"):
+        _karate_module("edge", propagation_steps=2, attention_impl="dense")
+    with pytest.raises(ValueError, match="applies to model 'edge'"):
+        _karate_module("gat", propagation_steps=2)
