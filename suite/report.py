@@ -134,7 +134,9 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
     if results.get("carried_over"):
         parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} runs were "
                   "measured by earlier invocations with the same configuration and carried over "
-                  f"from the previous results.json ({_groups(results['carried_over'])}).", ""]
+                  f"from the previous results.json ({_groups(results['carried_over'])}); their "
+                  "times come from the machine of that invocation, so compare times only "
+                  "within one data set's rows measured together.", ""]
     if results.get("left_out"):
         parts += [f"**Partial report**: {len(results['left_out'])} planned runs are not in it "
                   f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}` "

@@ -230,7 +230,7 @@ class GraphTransformer(nn.Module):
         spd_max: largest shortest-path distance with its own bias (``full``).
         edge_list: compute ``edge`` attention over the edge list instead of a dense mask.
         propagation_steps: rounds of :func:`propagate` of the outputs along the last layer's
-            attention weights (averaged over heads); edge-list path only.
+            attention weights (averaged over heads); node tasks on the edge-list path.
         teleport: :func:`propagate`'s ``beta``.
         graph_features: width of ``batch.descriptors`` read beside the graph vector
             (:class:`PredictionHead`); graph-level only.
@@ -248,8 +248,9 @@ class GraphTransformer(nn.Module):
             raise ValueError("the edge-list path serves 'edge' attention with mean/sum readout")
         if graph_features and not graph_level:
             raise ValueError("whole-graph descriptors need a graph-level task")
-        if propagation_steps and not edge_list:
-            raise ValueError("propagation along attention weights needs the edge-list path")
+        if propagation_steps and (graph_level or not edge_list):
+            raise ValueError("propagation spreads node outputs along attention weights: it "
+                             "needs a node task on the edge-list path")
         if attention == "full" and spd_max < 1:
             raise ValueError("full attention needs shortest-path distances (data.spd=true)")
         self.attention, self.readout, self.graph_level = attention, readout, graph_level

@@ -219,5 +219,9 @@ def test_edge_model_propagates_its_outputs_along_attention_weights():
     assert torch.allclose(out, expected, atol=1e-5) and not torch.allclose(out, plain)
     with pytest.raises(ValueError, match="edge-list path"):
         _karate_module("edge", propagation_steps=2, attention_impl="dense")
+    with pytest.raises(ValueError, match="node task"):
+        GraphTransformer("edge", LayerConfig(dim=16, num_heads=2, ffn_dim=32), 1,
+                         NodeEncoder(16, ATOM_FEATURE_DIMS), 1, graph_level=True,
+                         readout="mean", edge_list=True, propagation_steps=2)
     with pytest.raises(ValueError, match="applies to model 'edge'"):
         _karate_module("gat", propagation_steps=2)
