@@ -155,13 +155,12 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
         root = ROOT / "runs"
         planned = plan_runs(spec, quick)
         chosen = [r for r in planned if not only or r["name"] in only or r["group"] in only]
-        measured = {row["name"]: row for row in
-                    [execute(run, experiment, root, force) for run in chosen]}
+        fresh = {run["name"]: execute(run, experiment, root, force) for run in chosen}
         earlier = carried_over(planned, out_dir / "results.json") if only and not quick else {}
-        carried = [name for name in earlier if name not in measured]
-        measured = {**earlier, **measured}
-        rows = [measured[r["name"]] for r in planned if r["name"] in measured]
-        left_out = [r["name"] for r in planned if r["name"] not in measured]
+        carried = [name for name in earlier if name not in fresh]
+        by_name = {**earlier, **fresh}
+        rows = [by_name[r["name"]] for r in planned if r["name"] in by_name]
+        left_out = [r["name"] for r in planned if r["name"] not in by_name]
     command = f"suite experiment {name}" + (" --quick" if quick else "")
     results = {"experiment": name, "command": command + (
                    f" --only {' '.join(only)}" if only else ""),

@@ -114,12 +114,12 @@ def is_quick(results: dict[str, Any]) -> bool:
     return "--quick" in results["command"].split()
 
 
-def _groups(names: list[str]) -> str:
-    """``a-s0, a-s1, b-s0`` -> ``a (2 seeds), b``: run names collapsed to their groups."""
+def _groups(rows: list[dict[str, Any]], names: list[str]) -> str:
+    """The groups of the rows named ``names``: ``a (2 seeds), b``."""
     counts: dict[str, int] = {}
-    for name in names:
-        group = name.rsplit("-s", 1)[0]
-        counts[group] = counts.get(group, 0) + 1
+    for row in rows:
+        if row["name"] in names:
+            counts[row["group"]] = counts.get(row["group"], 0) + 1
     return ", ".join(g if n == 1 else f"{g} ({n} seeds)" for g, n in counts.items())
 
 
@@ -132,9 +132,10 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
     if results.get("carried_over"):
+        carried = _groups(results["runs"], results["carried_over"])
         parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} runs were "
                   "measured by earlier invocations with the same configuration and carried over "
-                  f"from the previous results.json ({_groups(results['carried_over'])}); their "
+                  f"from the previous results.json ({carried}); their "
                   "times come from the machine of that invocation, so compare times only "
                   "within one data set's rows measured together.", ""]
     if results.get("left_out"):

@@ -208,8 +208,9 @@ class GraphDataModule(pl.LightningDataModule):
             train = molecules.descriptors[parts[0]]
             self.descriptor_mean = train.mean(0).tolist()
             self.descriptor_std = train.std(0).clamp(min=1e-6).tolist()
-            for graph, raw in zip(graphs, molecules.descriptors, strict=True):
-                graph.descriptors = self._standardise(raw)
+            standard = self._standardise(molecules.descriptors)  # (G, D)
+            for i, graph in enumerate(graphs):
+                graph.descriptors = standard[i:i + 1]
         self._add_structure(graphs)
         self.parts = {name: [graphs[i] for i in index.tolist()]
                       for name, index in zip(("train", "val", "test"), parts, strict=True)}
@@ -217,10 +218,10 @@ class GraphDataModule(pl.LightningDataModule):
                  "/".join(str(len(p)) for p in self.parts.values()))
 
     def _standardise(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw descriptors ``(D,)`` -> ``(1, D)`` in training-set units, clipped to +-6 (a few
+        """Raw descriptors ``(G, D)`` -> ``(G, D)`` in training-set units, clipped to +-6 (a few
         descriptors have long tails)."""
         mean, std = torch.tensor(self.descriptor_mean), torch.tensor(self.descriptor_std)
-        return ((raw - mean) / std).clamp(-6.0, 6.0)[None].float()
+        return ((raw - mean) / std).clamp(-6.0, 6.0).float()
 
     def _add_structure(self, graphs: list[Data]) -> None:
         """Attach the requested encodings; molecules carry cached SPD that is dropped if off."""
@@ -268,6 +269,6 @@ class GraphDataModule(pl.LightningDataModule):
         """A user's SMILES as a one-graph input with the same encodings as training data."""
         data = smiles_to_graph(smiles)
         if self.descriptors:
-            data.descriptors = self._standardise(smiles_descriptors(smiles))
+            data.descriptors = self._standardise(smiles_descriptors(smiles)[None])
         self._add_structure([data])
         return data

@@ -42,7 +42,7 @@ DESCRIPTORS: tuple[str, ...] = (
 ``rdkit_2d`` features, a curated dozen): Crippen logP and molar refractivity, weight, polar
 surface, H-bond donors/acceptors, flexibility, rings, saturation, size. Message passing over a
 few hops sees little of such global properties, and solubility and lipophilicity depend on them
-(ESOL, seeds 0-2: 0.676 -> 0.610 RMSE; all 217 RDKit descriptors 0.606)."""
+(ESOL, seeds 0-2, probes: 0.676 -> 0.610 RMSE; all 217 RDKit descriptors 0.606)."""
 
 PROCESSED_VERSION = 2
 """Bump when the processed layout changes so stale caches are rebuilt, not misread."""
