@@ -54,7 +54,11 @@ SAMPLE_RATE = 16_000
 N_MELS = 80
 WIN_LENGTH = 400  # 25 ms
 HOP_LENGTH = 160  # 10 ms
-DEFAULT_CORPUS_SIZE = 4000
+DEFAULT_CORPUS_SIZE = 16_000
+"""12,168 training utterances, 11.5 h of audio; builds in 9.5 minutes on 2 cores. At 4,000
+utterances (2.9 h) the default model's training loss fell to 0.53 while its validation loss
+stayed at 1.36 - it memorised the corpus in 41 epochs; on this corpus 30 minutes are 8 epochs
+(training loss 1.39, validation 1.07)."""
 DATASETS = ("synthetic", "asterisk")
 TEST_SETS = ("unseen_voices", "asterisk")
 """Order of the test dataloaders: held-out synthetic voices first, then real speech."""
@@ -373,15 +377,20 @@ class ASRDataModule(pl.LightningDataModule):
     runs over several seeds share one corpus instead of rendering one each.
     ``spec_augment`` masks training features; ``freq_masks``/``freq_width`` and
     ``time_masks``/``time_width`` set its policy (:func:`spec_augment_masks`).
+    ``max_test_utterances`` caps the unseen-voice test set (the first of the held-out voices'
+    utterances, in the corpus's seeded random order) so scoring time does not grow with the
+    corpus; null keeps them all.
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
                  test_set: Literal["all", "unseen_voices", "asterisk"] = "all",
                  max_frames: int = 12000, spec_augment: bool = True, freq_masks: int = 2,
                  freq_width: int = 27, time_masks: int = 2, time_width: int = 40,
-                 num_workers: int = 0, seed: int = 0, corpus_seed: int = 0) -> None:
+                 num_workers: int = 0, seed: int = 0, corpus_seed: int = 0,
+                 max_test_utterances: int | None = 1000) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.max_test_utterances = max_test_utterances
         self.corpus_size, self.test_set, self.max_frames = corpus_size, test_set, max_frames
         self.num_workers, self.seed = num_workers, seed
         self.masks = (spec_augment_masks(freq_masks, freq_width, time_masks, time_width)
@@ -417,6 +426,8 @@ class ASRDataModule(pl.LightningDataModule):
         data = self._load()
         texts = [r["text"] for r in data["rows"]]
         indices = [i for i, r in enumerate(data["rows"]) if r["split"] == split]
+        if split == "test" and self.max_test_utterances is not None:
+            indices = indices[: self.max_test_utterances]
         return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std, masks)
 
     def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:

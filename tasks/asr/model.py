@@ -16,6 +16,12 @@ O(T^2). Two measures keep it affordable:
 
 Positions come from rotary embeddings (relative, so a chunk encoded on its own sees the same
 offsets as in the whole utterance).
+
+Optionally each layer is followed by a **convolution module** (Conformer, Gulati et al. 2020):
+attention mixes frames by content, a depthwise convolution by fixed local offsets - the
+formant transitions and co-articulation a character's frames share. It adds ``(k - 1) / 2``
+frames of context a side per layer (``k - 1`` left, none right, when the window looks no
+frame ahead), which :meth:`ASREncoder.context` counts for streaming.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from suite.attention import AttentionMask
-from suite.blocks import LayerConfig, TransformerEncoder
+from suite.blocks import EncoderLayer, LayerConfig
 from suite.positional import RotaryEmbedding
 
 
@@ -68,43 +74,116 @@ class ConvSubsampling(nn.Module):
         return self.proj(x.transpose(1, 2).flatten(2))  # (B, T', C * F') -> (B, T', dim)
 
 
+class ConvModule(nn.Module):
+    """Conformer convolution block, ``x + dropout(conv(LN(x)))``:
+    pointwise ``D -> 2D`` + GLU, depthwise ``Conv1d(kernel)`` over time, LayerNorm, SiLU,
+    pointwise ``D -> D``.
+
+    Padded frames are zeroed before the depthwise convolution so they cannot leak into the
+    last real frames; ``padding=(left, right)`` frames of zeros pad the sequence ends, as
+    the frames outside a streamed chunk's context would. LayerNorm stands in for the paper's
+    BatchNorm, whose batch statistics would mix padded frames and differ between streaming
+    and offline.
+    """
+
+    def __init__(self, dim: int, kernel: int, dropout: float, padding: tuple[int, int]) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.pointwise_in = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, groups=dim)
+        self.conv_norm = nn.LayerNorm(dim)
+        self.pointwise_out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.padding = padding
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        """``x`` ``(B, T, D)``, ``valid`` ``(B, T, 1)`` true on real frames -> ``(B, T, D)``."""
+        h = nn.functional.glu(self.pointwise_in(self.norm(x)), dim=-1)  # (B, T, D)
+        if valid is not None:
+            h = h.masked_fill(~valid, 0.0)
+        h = nn.functional.pad(h.transpose(1, 2), self.padding)  # (B, D, left + T + right)
+        # fp32: the CPU's bf16 depthwise kernel is ~2x slower than its fp32 one
+        with torch.autocast(h.device.type, enabled=False):
+            h = self.depthwise(h.float()).transpose(1, 2)  # (B, T, D)
+        h = self.pointwise_out(nn.functional.silu(self.conv_norm(h)))
+        return x + self.dropout(h)
+
+
 class ASREncoder(nn.Module):
     """Log-mel frames ``(B, T, n_mels)`` -> CTC log-probabilities ``(B, T', vocab)``.
 
     Args:
         vocab_size: output symbols, CTC blank at index 0.
         window: ``(left, right)`` attention span in post-subsampling frames; None = full.
+        conv_kernel: depthwise kernel of a :class:`ConvModule` after every layer (odd); 0 for
+            a plain Transformer encoder.
+        utterance_norm: subtract each utterance's own per-bin mean from its (globally
+            normalised) features first - cepstral mean normalisation: a fixed channel (a
+            microphone, a telephone line) adds a constant to every log-mel frame, which this
+            removes.
     """
 
     def __init__(self, vocab_size: int, n_mels: int = 80, dim: int = 192, depth: int = 6,
                  num_heads: int = 4, ffn_dim: int = 768, dropout: float = 0.1,
                  subsampling: int = 4, conv_channels: int = 64,
-                 window: tuple[int, int] | None = (16, 16)) -> None:
+                 window: tuple[int, int] | None = (16, 16), conv_kernel: int = 0,
+                 utterance_norm: bool = False) -> None:
         super().__init__()
+        if conv_kernel and conv_kernel % 2 == 0:
+            raise ValueError(f"conv_kernel must be odd (or 0 for none), got {conv_kernel}")
         self.subsample = ConvSubsampling(n_mels, dim, subsampling, conv_channels)
         self.dropout = nn.Dropout(dropout)
-        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout)
-        self.encoder = TransformerEncoder(config, depth, rotary=RotaryEmbedding(dim // num_heads))
-        self.head = nn.Linear(dim, vocab_size)
         self.window = tuple(window) if window is not None else None
         self.depth = depth
+        self.utterance_norm = utterance_norm
+        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout)
+        rotary = RotaryEmbedding(dim // num_heads)
+        self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(depth))
+        # A window that sees no frame ahead gets a causal convolution, so it stays lookahead-free.
+        causal = self.window is not None and self.window[1] == 0
+        self.conv_padding = ((0, 0) if not conv_kernel else (conv_kernel - 1, 0) if causal
+                             else (conv_kernel // 2, conv_kernel // 2))
+        self.convs = nn.ModuleList(ConvModule(dim, conv_kernel, dropout, self.conv_padding)
+                                   for _ in range(depth if conv_kernel else 0))
+        self.norm = nn.LayerNorm(dim)  # the pre-norm residual stream is otherwise never normalised
+        self.head = nn.Linear(dim, vocab_size)
+
+    def encode(self, x: Tensor, mask: AttentionMask, valid: Tensor | None = None,
+               need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """The layer stack on subsampled frames ``(B, T', D)``; each layer's weights if asked."""
+        maps = []
+        for i, layer in enumerate(self.layers):
+            x, weights = layer(x, mask, need_weights)
+            if self.convs:
+                x = self.convs[i](x, valid)
+            if weights is not None:
+                maps.append(weights)
+        return self.norm(x), maps
 
     def forward(self, features: Tensor, lengths: Tensor, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Returns log-probs ``(B, T', V)`` (float32), their lengths ``(B,)`` and, if asked,
         each layer's attention weights ``(B, H, T', T')``."""
+        if self.utterance_norm:
+            frames = (torch.arange(features.shape[1], device=features.device)
+                      < lengths.to(features.device)[:, None])[..., None]  # (B, T, 1)
+            mean = (features * frames).sum(1, keepdim=True) / frames.sum(1, keepdim=True)
+            features = (features - mean) * frames
         x = self.dropout(self.subsample(features))  # (B, T', D)
         out_lengths = self.subsample.out_length(lengths).clamp(min=1)
         mask = AttentionMask(key_lengths=out_lengths, window=self.window)
-        x, maps = self.encoder(x, mask, need_weights)
+        valid = (torch.arange(x.shape[1], device=x.device) < out_lengths[:, None])[..., None]
+        x, maps = self.encode(x, mask, valid, need_weights)
         return self.head(x).float().log_softmax(-1), out_lengths, maps
 
     def context(self) -> tuple[int, int]:
-        """Encoder frames of left/right context that fix one output frame: L*left, L*right."""
+        """Encoder frames of left/right context that fix one output frame: each of the L
+        layers adds its window and its convolution's padding, ``L * (left + pad_left)`` etc."""
         if self.window is None:
             raise ValueError("streaming needs a truncated window; full attention sees the "
                              "whole input")
-        return self.depth * self.window[0], self.depth * self.window[1]
+        (left, right), (pad_left, pad_right) = self.window, self.conv_padding
+        return self.depth * (left + pad_left), self.depth * (right + pad_right)
 
     def stream(self, features: Tensor, chunk: int = 64) -> Tensor:
         """Encode one long utterance ``(T, n_mels)`` chunk by chunk; returns log-probs
@@ -113,9 +192,11 @@ class ASREncoder(nn.Module):
         Each chunk of ``chunk`` encoder frames is encoded together with ``L * left`` frames
         before and ``L * right`` after it (recomputed, not cached), which covers its whole
         receptive field; the context frames' outputs are discarded. Memory is bounded by the
-        span ``chunk + L * (left + right)`` whatever the input length.
+        span ``chunk`` plus the :meth:`context` whatever the input length.
         """
         left, right = self.context()
+        if self.utterance_norm:  # the one statistic that needs the whole input
+            features = features - features.mean(0)
         sub = self.subsample
         total = int(sub.out_length(features.shape[0]))
         outputs = []
@@ -126,6 +207,6 @@ class ASREncoder(nn.Module):
             piece = features[sub.factor * lo: sub.factor * (hi - 1) + sub.receptive]
             x = sub(piece[None])  # (1, hi - lo, D)
             mask = AttentionMask(window=self.window)
-            x, _ = self.encoder(x, mask)
+            x, _ = self.encode(x, mask)
             outputs.append(self.head(x[0, start - lo: end - lo]).float().log_softmax(-1))
         return torch.cat(outputs)

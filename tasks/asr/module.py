@@ -35,12 +35,17 @@ class ASRModule(TaskModule):
         conv_channels: channels of the subsampling convolutions.
         window: ``[left, right]`` attention span in encoder (post-subsampling) frames; null
             for full attention.
+        conv_kernel: depthwise kernel of the Conformer convolution module after each layer
+            (odd, in encoder frames); 0 for a plain Transformer encoder.
+        utterance_norm: subtract each utterance's mean log-mel frame (cepstral mean
+            normalisation) after the global normalisation.
         beam_size: > 0 also scores the test sets with prefix beam search (``*_beam`` metrics).
         lm_order: order of the character n-gram (trained on the training transcripts) fused
             into the beam search; 0 for none.
         lm_alpha, lm_beta: LM weight and per-character bonus of the fusion.
         stream_chunk: encoder frames per chunk for ``predict --stream``.
-        model: the run's model name (default from the window, e.g. ``ctc-w16-16``).
+        model: the run's model name (default from the window and the convolution, e.g.
+            ``ctc-w16-16``, ``conformer-ctc-full``).
     The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
@@ -48,16 +53,19 @@ class ASRModule(TaskModule):
 
     def __init__(self, dim: int = 192, depth: int = 6, num_heads: int = 4, ffn_dim: int = 768,
                  dropout: float = 0.1, subsampling: int = 4, conv_channels: int = 64,
-                 window: list[int] | None = (16, 16), beam_size: int = 0, lm_order: int = 6,
+                 window: list[int] | None = (16, 16), conv_kernel: int = 0,
+                 utterance_norm: bool = False, beam_size: int = 0, lm_order: int = 6,
                  lm_alpha: float = 0.5, lm_beta: float = 1.0, stream_chunk: int = 64,
                  model: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         window = tuple(window) if window is not None else None
         self.hparams["window"] = list(window) if window is not None else None
-        self.hparams["model"] = model or ("ctc-full" if window is None
-                                          else f"ctc-w{window[0]}-{window[1]}")
+        family = "conformer-ctc" if conv_kernel else "ctc"
+        self.hparams["model"] = model or (f"{family}-full" if window is None
+                                          else f"{family}-w{window[0]}-{window[1]}")
         self.model = ASREncoder(len(VOCAB), N_MELS, dim, depth, num_heads, ffn_dim, dropout,
-                                subsampling, conv_channels, window)
+                                subsampling, conv_channels, window, conv_kernel,
+                                utterance_norm)
         self.register_buffer("feature_mean", torch.zeros(N_MELS))
         self.register_buffer("feature_std", torch.ones(N_MELS))
         self.vocab = list(VOCAB)

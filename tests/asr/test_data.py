@@ -288,3 +288,14 @@ def test_datamodule_end_to_end_on_a_tiny_corpus(tiny_wordnet, monkeypatch):
     assert batch["targets"].dtype == batch["target_lengths"].dtype == torch.long
     assert batch["feature_lengths"].max() == batch["features"].shape[1]
     assert len(module.test_dataloader()) == 1
+
+
+def test_unseen_voice_test_set_is_capped_in_corpus_order():
+    rows = [{"text": f"utterance {i}", "split": "test" if i % 2 else "train"} for i in range(10)]
+    packed = data._pack([torch.zeros(5, 80) for _ in rows])
+    module = data.ASRDataModule(max_test_utterances=3)
+    module._synthetic = {"rows": rows, "mean": torch.zeros(80), "std": torch.ones(80), **packed}
+    assert module._split("test").indices == [1, 3, 5]
+    assert module._split("train").indices == [0, 2, 4, 6, 8]  # other splits are not capped
+    module.max_test_utterances = None
+    assert module._split("test").indices == [1, 3, 5, 7, 9]

@@ -42,11 +42,13 @@ def test_subsampling_lengths_match_the_conv_arithmetic(factor, receptive):
     assert sub.out_length(100) == {1: 100, 2: 49, 4: 24}[factor]
 
 
-@pytest.mark.parametrize("window", [(4, 4), None])
-def test_encoder_forward_shapes_and_padding_invariance(window):
+@pytest.mark.parametrize("window,conv_kernel,utterance_norm",
+                         [((4, 4), 0, False), (None, 0, False), ((4, 4), 5, True)])
+def test_encoder_forward_shapes_and_padding_invariance(window, conv_kernel, utterance_norm):
     torch.manual_seed(0)
     model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, conv_channels=4,
-                       window=window).eval()
+                       window=window, conv_kernel=conv_kernel,
+                       utterance_norm=utterance_norm).eval()
     features = torch.randn(3, 240, 80)
     lengths = torch.tensor([240, 160, 50])
     log_probs, out_lengths, maps = model(features, lengths, need_weights=True)
@@ -99,11 +101,14 @@ def test_character_lm_is_normalised_and_steers_the_beam():
     assert prefix_beam_search(emission, beam=8, lm=lm, alpha=1.0, beta=0.0) == "cat"
 
 
-@pytest.mark.parametrize("subsampling,window", [(4, (3, 2)), (2, (4, 0)), (1, (2, 2))])
-def test_streaming_equals_offline(subsampling, window):
+@pytest.mark.parametrize("subsampling,window,conv_kernel,utterance_norm",
+                         [(4, (3, 2), 0, False), (2, (4, 0), 0, False), (1, (2, 2), 0, False),
+                          (4, (3, 2), 5, True), (2, (4, 0), 7, False)])
+def test_streaming_equals_offline(subsampling, window, conv_kernel, utterance_norm):
     torch.manual_seed(1)
     model = ASREncoder(len(VOCAB), dim=32, depth=3, num_heads=2, ffn_dim=64,
-                       subsampling=subsampling, conv_channels=4, window=window).eval()
+                       subsampling=subsampling, conv_channels=4, window=window,
+                       conv_kernel=conv_kernel, utterance_norm=utterance_norm).eval()
     frames = 300 * subsampling  # 300 encoder frames: ~20 chunks of 16
     features = torch.randn(frames, 80) * 3
     with torch.no_grad():
@@ -114,6 +119,27 @@ def test_streaming_equals_offline(subsampling, window):
     assert greedy_decode(streamed[None], lengths) == greedy_decode(offline, lengths)
     with pytest.raises(ValueError, match="truncated window"):
         ASREncoder(len(VOCAB), dim=32, depth=1, num_heads=2, window=None).stream(features)
+
+
+def test_conv_module_context_and_causality():
+    """The convolution widens each layer's context by its padding; with a window that looks
+    no frame ahead it is causal, so a change at frame t leaves earlier outputs alone."""
+    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, subsampling=1,
+                       window=(3, 0), conv_kernel=5).eval()
+    assert model.context() == (2 * (3 + 4), 0)
+    assert ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, window=(3, 1),
+                      conv_kernel=5).context() == (2 * (3 + 2), 2 * (1 + 2))
+    features = torch.randn(1, 40, 80)
+    changed = features.clone()
+    changed[0, 30:] += torch.randn(10, 80)
+    lengths = torch.tensor([40])
+    with torch.no_grad():
+        before, _, _ = model(features, lengths)
+        after, _, _ = model(changed, lengths)
+    assert torch.allclose(before[0, :30], after[0, :30], atol=1e-5)
+    assert not torch.allclose(before[0, 30:], after[0, 30:], atol=1e-3)
+    with pytest.raises(ValueError, match="odd"):
+        ASREncoder(len(VOCAB), dim=32, depth=1, num_heads=2, conv_kernel=4)
 
 
 @pytest.fixture
@@ -161,3 +187,26 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
     notes.write_text("not audio at all\n" * 40)
     assert main(["predict", "asr", "--ckpt", str(ckpt), str(notes)]) == 1
     assert str(notes) in capsys.readouterr().err
+
+
+def test_utterance_norm_removes_a_constant_channel_offset():
+    torch.manual_seed(2)
+    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, conv_channels=4,
+                       utterance_norm=True).eval()
+    features, lengths = torch.randn(2, 120, 80), torch.tensor([120, 90])
+    channel = torch.randn(80)  # one offset per mel bin, as a microphone's response adds
+    with torch.no_grad():
+        plain, _, _ = model(features, lengths)
+        shifted, _, _ = model(features + channel, lengths)
+    assert torch.allclose(plain, shifted, atol=1e-4)
+
+
+def test_model_name_says_window_and_convolution():
+    from tasks.asr.module import ASRModule
+
+    def name(**kwargs):
+        return ASRModule(dim=32, depth=1, num_heads=2, ffn_dim=64, **kwargs).hparams["model"]
+
+    assert name(window=[16, 16]) == "ctc-w16-16"
+    assert name(window=None, conv_kernel=5) == "conformer-ctc-full"
+    assert name(window=[16, 0], conv_kernel=5) == "conformer-ctc-w16-0"
