@@ -34,6 +34,11 @@ from suite.blocks import EncoderLayer, LayerConfig
 from suite.positional import RotaryEmbedding
 
 
+def valid_frames(lengths: Tensor, total: int) -> Tensor:
+    """``(B, total, 1)`` boolean: true on each utterance's first ``lengths[b]`` frames."""
+    return (torch.arange(total, device=lengths.device) < lengths[:, None])[..., None]
+
+
 class ConvSubsampling(nn.Module):
     """``factor`` in {1, 2, 4}: 0, 1 or 2 ``Conv2d(3x3, stride 2) + ReLU`` over (time, mel),
     then a linear projection of (channels x reduced mel) to ``dim``.
@@ -165,14 +170,13 @@ class ASREncoder(nn.Module):
         """Returns log-probs ``(B, T', V)`` (float32), their lengths ``(B,)`` and, if asked,
         each layer's attention weights ``(B, H, T', T')``."""
         if self.utterance_norm:
-            frames = (torch.arange(features.shape[1], device=features.device)
-                      < lengths.to(features.device)[:, None])[..., None]  # (B, T, 1)
+            frames = valid_frames(lengths.to(features.device), features.shape[1])  # (B, T, 1)
             mean = (features * frames).sum(1, keepdim=True) / frames.sum(1, keepdim=True)
             features = (features - mean) * frames
         x = self.dropout(self.subsample(features))  # (B, T', D)
         out_lengths = self.subsample.out_length(lengths).clamp(min=1)
         mask = AttentionMask(key_lengths=out_lengths, window=self.window)
-        valid = (torch.arange(x.shape[1], device=x.device) < out_lengths[:, None])[..., None]
+        valid = valid_frames(out_lengths, x.shape[1])  # (B, T', 1)
         x, maps = self.encode(x, mask, valid, need_weights)
         return self.head(x).float().log_softmax(-1), out_lengths, maps
 
