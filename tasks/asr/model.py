@@ -176,7 +176,7 @@ class ASREncoder(nn.Module):
         x = self.dropout(self.subsample(features))  # (B, T', D)
         out_lengths = self.subsample.out_length(lengths).clamp(min=1)
         mask = AttentionMask(key_lengths=out_lengths, window=self.window)
-        valid = valid_frames(out_lengths, x.shape[1])  # (B, T', 1)
+        valid = valid_frames(out_lengths, x.shape[1]) if self.convs else None  # (B, T', 1)
         x, maps = self.encode(x, mask, valid, need_weights)
         return self.head(x).float().log_softmax(-1), out_lengths, maps
 
