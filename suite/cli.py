@@ -27,7 +27,7 @@ commands:
   train <head> [-c CONFIG] [--key=value ...]   train (LightningCLI; `suite train <head> --help`)
   test <head> --ckpt PATH [--key=value ...]    evaluate a checkpoint on the test split(s)
   predict <head> --ckpt PATH INPUT [...]       predict for your own files or strings
-  experiment <name> [--quick] [--force]        run configs/experiments/<name>.yaml -> reports/
+  experiment <name> [--quick] [--force] [--jobs N]  configs/experiments/<name>.yaml -> reports/
 """
 
 
@@ -146,10 +146,16 @@ def cmd_experiment(argv: list[str]) -> int:
                         help="run only these runs or run groups; the report keeps the other "
                              "runs' rows from the existing results.json where their "
                              "configuration is unchanged")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="train this many runs side by side, each on its share of the "
+                             "CPU threads (default 1)")
     args = parse(parser, argv)
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be a positive number of runs, not {args.jobs}")
     from suite.experiment import run_experiment
 
-    run_experiment(args.name, quick=args.quick, force=args.force, only=args.only)
+    run_experiment(args.name, quick=args.quick, force=args.force, only=args.only,
+                   jobs=args.jobs)
     return 0
 
 

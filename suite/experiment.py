@@ -17,6 +17,9 @@ An override value may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{s
 seed also draws its own data split).
 ``--quick`` runs the reduced grid and writes its report under ``runs/quick-reports/``, so the
 committed reference results are never overwritten by a smoke run.
+``--jobs N`` trains N runs side by side, each subprocess on ``cpus // N`` threads: on a 2-core
+CPU two one-thread runs train ~40% more samples per second in all than one two-thread run
+(small kernels scale badly across threads), at the price of each run's own time.
 ``--only`` runs a subset; the other planned runs keep their rows from the existing
 ``results.json`` where their configuration (fingerprint) is unchanged, so a long experiment can be
 measured piecewise, on different days or machines, into one report.
@@ -28,9 +31,11 @@ import datetime as dt
 import hashlib
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +99,12 @@ def fingerprint(run: dict[str, Any]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> dict[str, Any]:
+def execute(run: dict[str, Any], experiment: str, root: Path, force: bool,
+            threads: int | None = None) -> dict[str, Any]:
     """Run one training run (unless done with the same configuration) and return its row.
 
-    Runs finished before fingerprints were recorded (no ``fingerprint`` file) are kept."""
+    ``threads`` caps the subprocess's intra-op threads (``OMP_NUM_THREADS``); None leaves
+    them. Runs finished before fingerprints were recorded (no ``fingerprint`` file) are kept."""
     run_dir = root / run["head"] / experiment / run["name"]
     summary_path, stamp = run_dir / "summary.json", run_dir / "fingerprint"
     done = summary_path.is_file() and any(
@@ -112,7 +119,8 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool) -> di
         shutil.rmtree(run_dir, ignore_errors=True)
         command = train_command(run, experiment, root)
         print(f"[{experiment}] {run['name']}: {' '.join(command[2:])}", flush=True)
-        proc = subprocess.run(command, cwd=ROOT)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+        proc = subprocess.run(command, cwd=ROOT, env=env)
         if proc.returncode != 0:
             raise DataError(f"run {run['name']} failed with exit code {proc.returncode}")
         atomic_write_bytes(stamp, fingerprint(run).encode())
@@ -140,9 +148,29 @@ def carried_over(planned: list[dict[str, Any]], results_path: Path) -> dict[str,
             and earlier[run["name"]].get("fingerprint") == fingerprint(run)}
 
 
+def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: bool,
+                jobs: int = 1) -> dict[str, dict[str, Any]]:
+    """:func:`execute` every run, ``jobs`` at a time, each on its share of the CPU's threads;
+    rows by run name. A failed run does not stop the others; the first failure is raised once
+    they are done, so finished runs are kept for the next invocation."""
+    if jobs <= 1:
+        return {run["name"]: execute(run, experiment, root, force) for run in runs}
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {run["name"]: pool.submit(execute, run, experiment, root, force, threads)
+                   for run in runs}
+    errors = [f.exception() for f in futures.values() if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return {name: future.result() for name, future in futures.items()}
+
+
 def run_experiment(name: str, quick: bool = False, force: bool = False,
-                   only: list[str] | None = None) -> Path:
-    """Run (or resume) experiment ``name`` and write its report; returns the report folder."""
+                   only: list[str] | None = None, jobs: int = 1) -> Path:
+    """Run (or resume) experiment ``name`` and write its report; returns the report folder.
+
+    ``jobs`` > 1 trains that many runs side by side (:func:`execute_all`); benchmarks run
+    alone whatever it says, since they measure speed."""
     from suite.report import write_report
 
     spec = load_spec(name)
@@ -155,17 +183,20 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
         root = ROOT / "runs"
         planned = plan_runs(spec, quick)
         chosen = [r for r in planned if not only or r["name"] in only or r["group"] in only]
-        fresh = {run["name"]: execute(run, experiment, root, force) for run in chosen}
+        fresh = execute_all(chosen, experiment, root, force, jobs)
         earlier = carried_over(planned, out_dir / "results.json") if only and not quick else {}
         carried = [name for name in earlier if name not in fresh]
         by_name = {**earlier, **fresh}
         rows = [by_name[r["name"]] for r in planned if r["name"] in by_name]
         left_out = [r["name"] for r in planned if r["name"] not in by_name]
     command = f"suite experiment {name}" + (" --quick" if quick else "")
+    command += f" --jobs {jobs}" if jobs > 1 and "benchmark" not in spec else ""
     results = {"experiment": name, "command": command + (
                    f" --only {' '.join(only)}" if only else ""),
                "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "git_sha": git_sha(), "hardware": hardware(), "runs": rows}
+    if "benchmark" not in spec and jobs > 1:
+        results["jobs"] = jobs
     if "benchmark" not in spec and carried:
         results["carried_over"] = carried
     if "benchmark" not in spec and left_out:

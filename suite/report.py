@@ -131,6 +131,10 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
              "", f"Reproduce: `{results['command']}` (generated {results['generated']}, "
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
+    if results.get("jobs"):
+        parts += [f"Runs trained {results['jobs']} at a time side by side (`--jobs "
+                  f"{results['jobs']}`), each on its share of the threads: their train times "
+                  "are those of a shared CPU.", ""]
     if results.get("carried_over"):
         carried = _groups(results["runs"], results["carried_over"])
         parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} runs were "

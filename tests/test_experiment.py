@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import threading
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
     summary = (run_dir / "summary.json").read_text()
     calls = []
 
-    def fake_run(command, cwd):
+    def fake_run(command, cwd, env=None):
         assert not run_dir.exists(), "a re-run starts without the old run's checkpoints"
         calls.append(command)
         run_dir.mkdir(parents=True)
@@ -159,3 +160,40 @@ def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_pat
         ("a-s0", 0.5), ("b-s5", 1.0)]
     assert results["carried_over"] == ["a-s0"] and results["left_out"] == ["a-s1"]
     assert "carried over from the previous results.json (a)" in (out / "README.md").read_text()
+
+
+def test_jobs_run_side_by_side_on_a_share_of_the_threads_and_keep_going_past_a_failure(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(experiment.os, "cpu_count", lambda: 4)
+    started, both_running = [], threading.Barrier(2, timeout=10)
+
+    def fake_execute(run, name, root, force, threads=None):
+        started.append((run["name"], threads))
+        both_running.wait()  # returns only once two runs are in flight together
+        if run["name"] == "bad":
+            raise experiment.DataError("run bad failed with exit code 1")
+        return {"name": run["name"]}
+
+    monkeypatch.setattr(experiment, "execute", fake_execute)
+    runs = [{"name": n} for n in ("a", "bad", "c", "d")]
+    with pytest.raises(experiment.DataError, match="run bad failed"):
+        experiment.execute_all(runs, "exp", tmp_path, force=False, jobs=2)
+    assert sorted(started) == [("a", 2), ("bad", 2), ("c", 2), ("d", 2)]  # c, d still ran
+    rows = experiment.execute_all([*runs[2:], {"name": "e"}, runs[0]], "exp", tmp_path,
+                                  force=False, jobs=2)
+    assert list(rows) == ["c", "d", "e", "a"]  # in plan order, whatever finished first
+
+
+def test_execute_passes_the_thread_share_to_the_training_subprocess(tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run(command, cwd, env=None):
+        seen["threads"] = (env or {}).get("OMP_NUM_THREADS")
+        raise SystemExit  # stop before the summary is read
+
+    monkeypatch.setattr(experiment.subprocess, "run", fake_run)
+    run = {"name": "t-s0", "group": "t", "head": "seq2seq", "seed": 0, "config": None,
+           "overrides": {}}
+    with pytest.raises(SystemExit):
+        execute(run, "exp", tmp_path, force=False, threads=1)
+    assert seen["threads"] == "1"

@@ -9,12 +9,13 @@ Two ways to put the graph into self-attention (:class:`GraphTransformer`):
       \\Big(\\frac{q_i^\\top k_j}{\\sqrt{d_k}} + b^{h}_{e_{ij}}\\Big), \\qquad
       h_i' = W^O \\big\\Vert_h \\sum_j \\alpha_{ij} v_j
 
-  with a learned per-head bias :math:`b^h_e` for the bond type of edge (j, i). On padded
-  batches of small graphs this is the core's :class:`~suite.attention.MultiHeadAttention`
-  with the adjacency (+ self-loops) as ``AttentionMask.allowed`` and the bond bias as
-  ``AttentionMask.bias``; on one large graph (Cora, polblogs) :func:`edge_list_attention`
-  computes the same thing over ``edge_index`` with PyG's sparse ``softmax`` and ``scatter``,
-  so memory grows with edges, not nodes^2.
+  with a learned per-head bias :math:`b^h_e` for the bond type of edge (j, i). Densely, on
+  padded batches, this is the core's :class:`~suite.attention.MultiHeadAttention` with the
+  adjacency (+ self-loops) as ``AttentionMask.allowed`` and the bond bias as
+  ``AttentionMask.bias`` (needed when a [CLS] token attends to every atom);
+  :func:`edge_list_attention` computes the same thing over ``edge_index`` with PyG's sparse
+  ``softmax`` and ``scatter``, so memory and time grow with edges, not nodes^2 - on one large
+  graph (Cora, polblogs) and on pooled batches of molecules alike.
 - ``full``: every node attends to every node of its graph; structure enters as positional
   encodings (Laplacian eigenvectors / random-walk return probabilities, added to the node
   vectors) and as a Graphormer-style bias :math:`b^h_{\\phi(i,j)}` learned per head for each

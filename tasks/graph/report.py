@@ -48,6 +48,20 @@ def _head_mean(weights: Tensor) -> Tensor:
     return weights.detach().float().mean(0).cpu()
 
 
+def _query_key(net: Any, batch: Batch, layer_map: Tensor) -> Tensor:
+    """One layer's head-mean attention as an ``(n, n)`` query x key matrix over ``batch``'s
+    nodes, from either path: edge-list weights ``(E + N, H)`` are scattered onto the matrix
+    (query = edge target, key = source), dense maps ``(1, H, T, T)`` lose their [CLS] row."""
+    if net.edge_list:
+        n = batch.num_nodes
+        edge_index, _ = with_self_loops(batch.edge_index, n)
+        full = torch.zeros(n, n)
+        full[edge_index[1].cpu(), edge_index[0].cpu()] = _head_mean(layer_map.T)
+        return full
+    start = 1 if net.use_cls else 0
+    return _head_mean(layer_map[0])[start:, start:]
+
+
 def _molecule_image(smiles: str, per_atom: Tensor) -> Any:
     """RDKit drawing of ``smiles`` with atoms highlighted by ``per_atom`` (darker = more)."""
     import matplotlib
@@ -107,9 +121,8 @@ def _molecule_figures(module: Any, net: Any, dm: Any) -> None:
 
     graph = _pick_molecule(dm.parts["test"], module.hparams.show_smiles)
     batch = Batch.from_data_list([graph]).to(module.device)
-    _, maps = net(batch, need_weights=True)  # per layer (1, H, T, T)
-    start = 1 if net.use_cls else 0
-    layers = [_head_mean(m[0])[start:, start:] for m in maps]  # (n, n) query x key
+    _, maps = net(batch, need_weights=True)
+    layers = [_query_key(net, batch, m) for m in maps]  # (n, n) query x key per layer
     if net.use_cls:
         per_atom, what = _head_mean(maps[-1][0])[0, 1:], "[CLS] attention to each atom"
     else:
@@ -137,13 +150,7 @@ def _node_figures(module: Any, net: Any, dm: Any) -> None:
     n = graph.num_nodes
     center = int(graph.test_mask.nonzero()[0])
     nodes = k_hop_subgraph(center, 2, graph.edge_index, num_nodes=n)[0][:40].cpu()
-    if net.edge_list:
-        edge_index, _ = with_self_loops(graph.edge_index, n)
-        weights = maps[-1].float().mean(1)  # (E + N,)
-        full = torch.zeros(n, n, device=weights.device)
-        full[edge_index[1], edge_index[0]] = weights  # query = target, key = source
-    else:
-        full = maps[-1][0].float().mean(0)  # (n, n)
+    full = _query_key(net, graph, maps[-1]).to(graph.x.device)
     adjacency = to_dense_adj(graph.edge_index, max_num_nodes=n)[0].T
     adjacency = ((adjacency > 0) | torch.eye(n, dtype=torch.bool, device=adjacency.device))
     local = float((full * adjacency).sum(1).mean())

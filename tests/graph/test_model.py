@@ -4,6 +4,7 @@ the CLI end to end (karate club; a molecule fixture trained and then used for pr
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pandas as pd
@@ -121,13 +122,17 @@ def test_karate_end_to_end_through_the_cli(tmp_path, model, capsys):
         assert len(rows) == 34 and set(rows[0]) == {"node", "predicted", "label", "split"}
 
 
-def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
+def _fixture_esol(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
     table = MOLECULES["esol"]
     table.file.local.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"smiles": [s for s, _ in FIXTURE],
                   table.target_column: [v for _, v in FIXTURE]}).to_csv(
         table.file.local, index=False)
+
+
+def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
+    _fixture_esol(tmp_path, monkeypatch)
     args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=2",
             "--data.batch_size=8", "--model.model=full", "--model.readout=cls",
             "--data.descriptors=true",
@@ -149,6 +154,36 @@ def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
     assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "C1CC"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid SMILES 'C1CC'" in err[0]
+
+
+def test_edge_attention_on_molecules_runs_on_the_edge_list_and_draws_its_attention(
+        tmp_path, monkeypatch):
+    """`auto` takes the edge list for pooled molecules (O(E), not O(B * N_max^2)); the
+    figures scatter its per-edge weights back onto the atoms."""
+    _fixture_esol(tmp_path, monkeypatch)
+    args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=1",
+            "--data.batch_size=8", "--model.model=edge", "--model.readout=sum",
+            "--data.pe=random_walk", "--data.pe_dim=4", "--run.root", str(tmp_path),
+            "--run.name=e", *SMALL, *QUIET]
+    assert main(args) == 0
+    run = tmp_path / "graph" / "adhoc" / "e"
+    assert GraphModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt").net.edge_list
+    for figure in ("test_molecule_attention.png", "test_attention_vs_adjacency.png"):
+        assert (run / "media" / figure).is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"]["test/attention_on_neighbours"] == pytest.approx(1.0)
+
+
+def test_auto_attention_impl_keeps_the_dense_mask_for_a_cls_readout():
+    dm = GraphDataModule("esol", pe="random_walk", pe_dim=4, spd=True)
+    info = {**data_info(dm), "task": "regression", "atom_feature_dims": ATOM_FEATURE_DIMS,
+            "bond_feature_dims": BOND_FEATURE_DIMS}
+    for readout, edge_list in (("cls", False), ("sum", True), ("mean", True)):
+        module = GraphModule(model="edge", dim=16, depth=1, num_heads=2, ffn_dim=32,
+                             readout=readout, data_info=info)
+        assert module.net.edge_list is edge_list
+    assert not GraphModule(model="full", dim=16, depth=1, num_heads=2, ffn_dim=32,
+                           readout="sum", data_info=info).net.edge_list
 
 
 def _karate_module(model: str, **kwargs) -> GraphModule:
