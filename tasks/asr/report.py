@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ["test/cer_unseen", "test/wer_unseen", "test/cer_real", "test/wer_real"]
-BEAM = [f"{m}_beam" for m in METRICS]
+DECODERS = {"beam": "beam+LM", "word": "word LM"}
+"""Metric suffix -> label of the decoders beside greedy: prefix beam search + character LM,
+lexicon beam search + word LM."""
 
 
 def _fmt(v: Any, pct: bool = True) -> str:
@@ -17,31 +19,35 @@ def _fmt(v: Any, pct: bool = True) -> str:
 
 
 def _best(metrics: dict[str, float], key: str) -> tuple[float | None, str]:
-    """The better of greedy and beam(+LM) decoding for ``key``, and which it was."""
-    options = [(metrics.get(key), "greedy"), (metrics.get(f"{key}_beam"), "beam+LM")]
+    """The best of greedy and the LM decoders for ``key``, and which it was."""
+    options = [(metrics.get(key), "greedy"),
+               *((metrics.get(f"{key}_{suffix}"), label) for suffix, label in DECODERS.items())]
     options = [o for o in options if o[0] is not None]
     return min(options) if options else (None, "-")
 
 
 def sweep_table(runs: list[dict[str, Any]], peer: dict[str, Any] | None) -> str:
     head = ["run", "model", "CER unseen", "WER unseen", "CER real", "WER real",
-            "beam+LM CER / WER unseen", "beam+LM CER / WER real", "epochs", "train s",
-            "peak MB", "params"]
+            *(f"{label} CER / WER {part}" for label in DECODERS.values()
+              for part in ("unseen", "real")),
+            "epochs", "train s", "peak MB", "params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         m = r["metrics"]
-        beam_u = (f"{_fmt(m.get(BEAM[0]))} / {_fmt(m.get(BEAM[1]))}" if BEAM[0] in m else "-")
-        beam_r = (f"{_fmt(m.get(BEAM[2]))} / {_fmt(m.get(BEAM[3]))}" if BEAM[2] in m else "-")
+        decoded = [f"{_fmt(m.get(cer))} / {_fmt(m.get(wer))}" if cer in m else "-"
+                   for suffix in DECODERS for cer, wer in
+                   ((f"{METRICS[0]}_{suffix}", f"{METRICS[1]}_{suffix}"),
+                    (f"{METRICS[2]}_{suffix}", f"{METRICS[3]}_{suffix}"))]
         lines.append("| " + " | ".join([
-            r["group"], str(r.get("model")), *(_fmt(m.get(k)) for k in METRICS), beam_u,
-            beam_r, str(r.get("epochs", "-")), _fmt(r.get("train_seconds"), False),
+            r["group"], str(r.get("model")), *(_fmt(m.get(k)) for k in METRICS), *decoded,
+            str(r.get("epochs", "-")), _fmt(r.get("train_seconds"), False),
             _fmt(r.get("peak_memory_mb"), False), _fmt(r.get("params"), False)]) + " |")
     if peer:
         m = peer["metrics"]
         lines.append(f"| pocketsphinx (peer, {m['utterances']} prompts) | {peer['model']} | - "
                      f"| - | {_fmt(m['test/cer_real'])} | {_fmt(m['test/wer_real'])} | - | - "
-                     f"| - | decode {m['decode_seconds']:.0f} s for {m['audio_seconds']:.0f} s "
-                     f"of audio | - | - |")
+                     f"| - | - | - | decode {m['decode_seconds']:.0f} s for "
+                     f"{m['audio_seconds']:.0f} s of audio | - | - |")
     return "\n".join(lines)
 
 
@@ -149,8 +155,9 @@ def render(results: dict[str, Any], out_dir: Path) -> str:
         "Windows are (left, right) in encoder frames after 4x subsampling (40 ms each). "
         "CER/WER are corpus-level (torchmetrics); 'unseen' = synthetic voices held out of "
         "training, 'real' = the Asterisk prompts (one human speaker). Greedy CTC unless "
-        "marked beam+LM (prefix beam search + character 6-gram trained on the training "
-        "transcripts).", "", sweep_table(sweep, peer), "",
+        "marked beam+LM (prefix beam search + character 6-gram) or word LM (lexicon beam "
+        "search over the training text's words + word trigram; flashlight's decoder), both "
+        "LMs trained on the training transcripts only.", "", sweep_table(sweep, peer), "",
         "## Encoder scaling: forward time / peak memory vs audio length", "",
         "Default-size encoder (random weights), batch 1, fp32, no grad; each cell a fresh "
         "subprocess.", "", scaling_section(scaling, out_dir)])

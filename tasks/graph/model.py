@@ -118,16 +118,20 @@ class NodeEncoder(nn.Module):
 
 
 def edge_list_attention(attention: MultiHeadAttention, x: Tensor, edge_index: Tensor,
-                        bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                        bias: Tensor | None = None, edge_kv: Tensor | None = None
+                        ) -> tuple[Tensor, Tensor]:
     """The core's multi-head attention restricted to edges, computed over the edge list.
 
     .. math::
         \\alpha_{ji} = \\operatorname{softmax}_{j \\to i}\\Big(\\frac{(W^Q x_i)^\\top
-        (W^K x_j)}{\\sqrt{d_k}} + b_{ji}\\Big), \\qquad
-        x_i' = W^O \\big\\Vert_h \\sum_{j \\to i} \\alpha_{ji} W^V x_j
+        (W^K x_j + e_{ji})}{\\sqrt{d_k}} + b_{ji}\\Big), \\qquad
+        x_i' = W^O \\big\\Vert_h \\sum_{j \\to i} \\alpha_{ji} (W^V x_j + e_{ji})
 
-    Uses ``attention``'s own W^Q, W^K, W^V, W^O and dropout, so it is the same function as
-    ``attention(x, mask=AttentionMask(allowed=A^T))`` on the dense adjacency A, at O(E) memory.
+    Uses ``attention``'s own W^Q, W^K, W^V, W^O and dropout. Without ``edge_kv`` (e = 0) it
+    is the same function as ``attention(x, mask=AttentionMask(allowed=A^T, bias=b))`` on the
+    dense adjacency A, at O(E) memory. With it, each edge's own vector joins the key and the
+    value (as in TransformerConv's ``edge_dim``): the message from j says which bond it came
+    over, not only how much it weighs - something no per-pair mask or bias can express.
     A node with no incoming edge gets zeros, as in the core.
 
     Args:
@@ -136,6 +140,7 @@ def edge_list_attention(attention: MultiHeadAttention, x: Tensor, edge_index: Te
         edge_index: ``(2, E)``, messages flow ``edge_index[0] -> edge_index[1]``
             (key/value from the source, query at the target).
         bias: ``(E, heads)`` added to the logits, or None.
+        edge_kv: ``(E, D)`` added to each edge's key and value, or None.
 
     Returns:
         ``(N, D)`` output and the attention weights ``(E, heads)``.
@@ -143,24 +148,32 @@ def edge_list_attention(attention: MultiHeadAttention, x: Tensor, edge_index: Te
     n, heads, head_dim = x.shape[0], attention.num_heads, attention.head_dim
     src, dst = edge_index
     q = attention.q_proj(x).view(n, heads, head_dim)
-    k = attention.k_proj(x).view(n, heads, head_dim)
-    v = attention.v_proj(x).view(n, heads, head_dim)
-    scores = (q[dst] * k[src]).sum(-1).float() / math.sqrt(head_dim)  # (E, H)
+    k = attention.k_proj(x).view(n, heads, head_dim)[src]  # (E, H, head_dim)
+    v = attention.v_proj(x).view(n, heads, head_dim)[src]
+    if edge_kv is not None:
+        edge_kv = edge_kv.to(k.dtype).view(-1, heads, head_dim)
+        k, v = k + edge_kv, v + edge_kv
+    scores = (q[dst] * k).sum(-1).float() / math.sqrt(head_dim)  # (E, H)
     if bias is not None:
         scores = scores + bias
     weights = softmax(scores, dst, num_nodes=n)  # (E, H), sums to 1 over each target's edges
     dropped = F.dropout(weights, attention.dropout, attention.training)
-    messages = dropped.to(v.dtype)[..., None] * v[src]  # (E, H, head_dim)
+    messages = dropped.to(v.dtype)[..., None] * v  # (E, H, head_dim)
     out = scatter(messages, dst, dim=0, dim_size=n, reduce="sum")  # (N, H, head_dim)
     return attention.out_proj(out.reshape(n, heads * head_dim)), weights
 
 
-def with_self_loops(edge_index: Tensor, num_nodes: int, edge_bias: Tensor | None = None
-                    ) -> tuple[Tensor, Tensor | None]:
+def with_self_loops(edge_index: Tensor, num_nodes: int, *edge_values: Tensor
+                    ) -> tuple[Tensor, list[Tensor]]:
     """Every node also attends to itself: existing self-loops are replaced by one per node,
-    whose bias is 0 (as the dense path's diagonal)."""
-    edge_index, edge_bias = remove_self_loops(edge_index, edge_bias)
-    return add_self_loops(edge_index, edge_bias, fill_value=0.0, num_nodes=num_nodes)
+    whose values (bias, edge vectors; each ``(E, F_k)``) are 0, as the dense path's diagonal.
+    Returns the new ``edge_index`` and the values re-aligned to it."""
+    widths = [v.shape[-1] for v in edge_values]
+    joined = torch.cat(edge_values, dim=-1) if edge_values else None  # (E, sum F_k)
+    edge_index, joined = remove_self_loops(edge_index, joined)
+    edge_index, joined = add_self_loops(edge_index, joined, fill_value=0.0,
+                                        num_nodes=num_nodes)
+    return edge_index, list(joined.split(widths, dim=-1)) if edge_values else []
 
 
 def propagate(z: Tensor, edge_index: Tensor, weights: Tensor, steps: int, teleport: float
@@ -235,13 +248,17 @@ class GraphTransformer(nn.Module):
         teleport: :func:`propagate`'s ``beta``.
         graph_features: width of ``batch.descriptors`` read beside the graph vector
             (:class:`PredictionHead`); graph-level only.
+        bond_messages: each layer also embeds the bond features into a vector added to the
+            key and value of every edge (:func:`edge_list_attention`'s ``edge_kv``); needs the
+            edge-list path and bond features.
     """
 
     def __init__(self, attention: Literal["edge", "full"], config: LayerConfig, depth: int,
                  encoder: NodeEncoder, out_dim: int, graph_level: bool, readout: Readout = "cls",
                  bond_feature_dims: Sequence[int] = (), spd_max: int = 0,
                  edge_list: bool = False, propagation_steps: int = 0,
-                 teleport: float = 0.1, graph_features: int = 0) -> None:
+                 teleport: float = 0.1, graph_features: int = 0,
+                 bond_messages: bool = False) -> None:
         super().__init__()
         if attention not in ("edge", "full"):
             raise ValueError(f"unknown graph attention {attention!r}; expected edge|full")
@@ -252,6 +269,9 @@ class GraphTransformer(nn.Module):
         if propagation_steps and (graph_level or not edge_list):
             raise ValueError("propagation spreads node outputs along attention weights: it "
                              "needs a node task on the edge-list path")
+        if bond_messages and not (edge_list and bond_feature_dims):
+            raise ValueError("bond messages are computed over the edge list: they need the "
+                             "edge-list path and bond features")
         if attention == "full" and spd_max < 1:
             raise ValueError("full attention needs shortest-path distances (data.spd=true)")
         self.attention, self.readout, self.graph_level = attention, readout, graph_level
@@ -262,6 +282,9 @@ class GraphTransformer(nn.Module):
         self.stack = TransformerEncoder(config, depth)
         self.bond_bias = (CategoricalEmbedding(bond_feature_dims, heads, init_std=0.02)
                           if bond_feature_dims else None)
+        self.bond_messages = nn.ModuleList(
+            CategoricalEmbedding(bond_feature_dims, config.dim) for _ in range(depth)
+        ) if bond_messages else None
         self.spd_bias = nn.Embedding(spd_max + 1, heads) if attention == "full" else None
         if self.spd_bias is not None:
             nn.init.zeros_(self.spd_bias.weight)
@@ -281,8 +304,7 @@ class GraphTransformer(nn.Module):
             if self.graph_level and not self.use_cls:
                 h = pool(h, batch.batch, self.readout, batch.num_graphs)
             return self.head(h, batch), maps
-        edge_index, edge_bias = with_self_loops(batch.edge_index, h.shape[0], edge_bias)
-        h, maps = self._edge_list(h, edge_index, edge_bias)
+        h, edge_index, maps = self._edge_list(h, batch, edge_bias)
         if self.graph_level:
             h = pool(h, batch.batch, self.readout, batch.num_graphs)
         out = self.head(h, batch)
@@ -291,16 +313,25 @@ class GraphTransformer(nn.Module):
                             self.teleport)
         return out, maps if need_weights else []
 
-    def _edge_list(self, h: Tensor, edge_index: Tensor, edge_bias: Tensor | None
-                   ) -> tuple[Tensor, list[Tensor]]:
+    def _edge_list(self, h: Tensor, batch: Batch, edge_bias: Tensor | None
+                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """The stack over ``batch``'s edges plus self-loops: node vectors, that edge index
+        and each layer's weights ``(E + N, H)``."""
+        values = [] if edge_bias is None else [edge_bias]
+        if self.bond_messages is not None:
+            values += [embed(batch.edge_attr) for embed in self.bond_messages]  # (E, D) each
+        edge_index, values = with_self_loops(batch.edge_index, h.shape[0], *values)
+        bias = values.pop(0) if edge_bias is not None else None
+        edge_kvs = values or [None] * len(self.stack.layers)
         maps = []
-        for layer in self.stack.layers:  # the core's EncoderLayer, attention over edges
+        for layer, edge_kv in zip(self.stack.layers, edge_kvs, strict=True):
+            # the core's EncoderLayer, attention over edges
             h, weights = layer.attention_block(
-                h, lambda x, layer=layer: edge_list_attention(layer.attention, x, edge_index,
-                                                              edge_bias))
+                h, lambda x, layer=layer, edge_kv=edge_kv: edge_list_attention(
+                    layer.attention, x, edge_index, bias, edge_kv))
             h, _ = layer.ffn_block(h, lambda x, layer=layer: (layer.ffn(x), None))
             maps.append(weights)
-        return self.stack.norm(h), maps
+        return self.stack.norm(h), edge_index, maps
 
     def _dense(self, h: Tensor, batch: Batch, edge_bias: Tensor | None, need_weights: bool
                ) -> tuple[Tensor, list[Tensor]]:

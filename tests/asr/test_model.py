@@ -164,13 +164,15 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
                  "--trainer.val_check_interval=2", "--trainer.limit_test_batches=1",
                  "--trainer.precision=32-true", "--model.depth=1", "--model.dim=32",
                  "--model.num_heads=2", "--model.ffn_dim=64", "--model.conv_channels=4",
-                 "--model.beam_size=2", "--model.lm_order=3", "--data.corpus_size=24",
+                 "--model.beam_size=2", "--model.lm_order=3", "--model.word_lm_order=2",
+                 "--data.corpus_size=24",
                  "--data.test_set=unseen_voices", "--data.max_frames=400",
                  "--run.root", str(tmp_path / "runs"), "--run.name=t", "--run.wandb=disabled"])
     assert code == 0
     run_dir = tmp_path / "runs" / "asr" / "adhoc" / "t"
     metrics = (run_dir / "summary.json").read_text()
-    for key in ("test/cer_unseen", "test/wer_unseen", "test/cer_unseen_beam"):
+    for key in ("test/cer_unseen", "test/wer_unseen", "test/cer_unseen_beam",
+                "test/wer_unseen_word"):
         assert key in metrics
     assert (run_dir / "media" / "test_ctc_alignment_unseen.png").is_file()
     ckpt = run_dir / "checkpoints" / "last.ckpt"

@@ -46,7 +46,7 @@ def test_edge_list_attention_equals_dense_masked_core_attention():
     x = torch.randn(n, 8)
     bias = torch.randn(edge_index.shape[1], heads)
     attention = MultiHeadAttention(8, heads).eval()
-    loops, loop_bias = with_self_loops(edge_index, n, bias)
+    loops, (loop_bias,) = with_self_loops(edge_index, n, bias)
     sparse_out, weights = edge_list_attention(attention, x, loops, loop_bias)
 
     allowed = torch.eye(n, dtype=torch.bool)
@@ -60,6 +60,50 @@ def test_edge_list_attention_equals_dense_masked_core_attention():
     assert torch.allclose(sparse_out, dense_out[0], atol=1e-5)
     assert torch.allclose(sparse_out, fused_out[0], atol=1e-5)
     assert torch.allclose(weights, dense_weights[0][:, loops[1], loops[0]].T, atol=1e-6)
+
+
+def test_bond_messages_join_each_edges_key_and_value():
+    """x_i' = W^O sum_j softmax_j(q_i . (k_j + e_ji) / sqrt(d) + b_ji) (v_j + e_ji), written
+    out per target node."""
+    torch.manual_seed(0)
+    n, heads, dim = 5, 2, 8
+    edge_index = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 0, 1, 1, 0, 3]])
+    x, bias = torch.randn(n, dim), torch.randn(6, heads)
+    edge_kv = torch.randn(6, dim)
+    attention = MultiHeadAttention(dim, heads).eval()
+    out, weights = edge_list_attention(attention, x, edge_index, bias, edge_kv)
+    q = attention.q_proj(x).view(n, heads, -1)
+    k, v = attention.k_proj(x).view(n, heads, -1), attention.v_proj(x).view(n, heads, -1)
+    e = edge_kv.view(6, heads, -1)
+    expected = torch.zeros(n, heads, dim // heads)
+    for i in range(n):
+        incoming = (edge_index[1] == i).nonzero().flatten()
+        if len(incoming) == 0:
+            continue  # node 2 and 4 receive nothing: zeros, as in the core
+        src = edge_index[0, incoming]
+        logits = (q[i] * (k[src] + e[incoming])).sum(-1) / (dim // heads) ** 0.5
+        alpha = torch.softmax(logits + bias[incoming], dim=0)  # (in-degree, H)
+        expected[i] = (alpha[..., None] * (v[src] + e[incoming])).sum(0)
+    assert torch.allclose(out, attention.out_proj(expected.reshape(n, dim)), atol=1e-5)
+    assert torch.allclose(weights.sum(0), torch.tensor([3.0, 3.0]))  # 3 targets, 1 each
+    plain, _ = edge_list_attention(attention, x, edge_index, bias)
+    assert not torch.allclose(out, plain)
+
+
+def test_bond_messages_need_the_edge_list():
+    config, encoder = LayerConfig(dim=16, num_heads=2, ffn_dim=32), NodeEncoder(
+        16, ATOM_FEATURE_DIMS)
+    with pytest.raises(ValueError, match="edge-list path"):
+        GraphTransformer("edge", config, 1, encoder, 1, graph_level=True, readout="cls",
+                         bond_feature_dims=BOND_FEATURE_DIMS, bond_messages=True)
+    model = GraphTransformer("edge", config, 2, encoder, 1, graph_level=True, readout="sum",
+                             bond_feature_dims=BOND_FEATURE_DIMS, edge_list=True,
+                             bond_messages=True).eval()
+    graphs = Batch.from_data_list(_molecules(["CCO", "c1ccccc1O"]))
+    out, maps = model(graphs, need_weights=True)
+    assert out.shape == (2, 1) and len(maps) == 2
+    with pytest.raises(ValueError, match="applies to model 'edge'"):
+        _karate_module("gat", bond_messages=True)
 
 
 def _molecules(names: list[str], pe: str = "laplacian") -> list:
@@ -175,6 +219,7 @@ def test_edge_attention_on_molecules_runs_on_the_edge_list_and_draws_its_attenti
 
 
 def test_auto_attention_impl_keeps_the_dense_mask_for_a_cls_readout():
+    """... and bond messages come with the edge list on molecules, off elsewhere."""
     dm = GraphDataModule("esol", pe="random_walk", pe_dim=4, spd=True)
     info = {**data_info(dm), "task": "regression", "atom_feature_dims": ATOM_FEATURE_DIMS,
             "bond_feature_dims": BOND_FEATURE_DIMS}
@@ -182,6 +227,11 @@ def test_auto_attention_impl_keeps_the_dense_mask_for_a_cls_readout():
         module = GraphModule(model="edge", dim=16, depth=1, num_heads=2, ffn_dim=32,
                              readout=readout, data_info=info)
         assert module.net.edge_list is edge_list
+        assert (module.net.bond_messages is not None) is edge_list
+    off = GraphModule(model="edge", dim=16, depth=1, num_heads=2, ffn_dim=32, readout="sum",
+                      bond_messages=False, data_info=info)
+    assert off.net.edge_list and off.net.bond_messages is None
+    assert _karate_module("edge").net.bond_messages is None  # no bonds on a social network
     assert not GraphModule(model="full", dim=16, depth=1, num_heads=2, ffn_dim=32,
                            readout="sum", data_info=info).net.edge_list
 

@@ -1,0 +1,124 @@
+"""Lexicon beam search with a word n-gram LM: CTC emissions -> words of the training text.
+
+The character decoders in :mod:`tasks.asr.decode` may spell anything; here every hypothesis
+is a sequence of words from a lexicon (each word spelled in the model's characters), scored
+by ``log P_CTC + lm_weight * log P_LM(words) + word_score * len(words)``. A recogniser whose
+characters are a third wrong still often gets the word right when only one lexicon word
+fits the spelling and the context - this is what the classic ASR decoders (Kaldi's WFST,
+wav2letter/flashlight) do. The search itself is flashlight's (through torchaudio's
+``ctc_decoder``); the LM is written here, as an ARPA file with interpolated Witten-Bell
+smoothing, from the training transcripts only.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from torch import Tensor
+
+BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+
+
+def ngram_counts(sentences: Sequence[Sequence[str]], order: int) -> dict[tuple, Counter]:
+    """``counts[history][word]`` for every history of 0 .. order-1 words; sentences start
+    with ``<s>`` (itself never predicted) and end with ``</s>``."""
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for words in sentences:
+        tokens = (BOS, *words, EOS)
+        for i in range(1, len(tokens)):
+            for n in range(min(order, i + 1)):  # history = the n tokens before i
+                counts[tokens[i - n:i]][tokens[i]] += 1
+    return counts
+
+
+def witten_bell_arpa(sentences: Sequence[Sequence[str]], order: int = 3) -> str:
+    """An ARPA back-off LM equal to interpolated Witten-Bell smoothing.
+
+    .. math::
+        P(w | h) = \\frac{C(h w) + T(h) P(w | h')}{C(h) + T(h)}
+
+    with ``T(h)`` the number of distinct words seen after ``h`` and ``h'`` the history minus
+    its oldest word (ending in the uniform distribution over the vocabulary and ``<unk>``).
+    For a word never seen after ``h`` this is ``bow(h) * P(w | h')`` with
+    ``bow(h) = T(h) / (C(h) + T(h))``, so listing the seen n-grams' interpolated
+    probabilities and these back-off weights is the whole model.
+    """
+    counts = ngram_counts(sentences, order)
+    vocab = sorted({w for c in counts.values() for w in c} | {UNK})
+    uniform = 1.0 / len(vocab)
+    memo: dict[tuple, float] = {}
+
+    def prob(history: tuple, word: str) -> float:
+        key = (*history, word)
+        if key not in memo:
+            lower = prob(history[1:], word) if history else uniform
+            seen = counts.get(history)
+            total, types = (sum(seen.values()), len(seen)) if seen else (0, 0)
+            memo[key] = (seen[word] + types * lower) / (total + types) if seen else lower
+        return memo[key]
+
+    def backoff(history: tuple) -> float:
+        seen = counts.get(history)
+        return len(seen) / (sum(seen.values()) + len(seen)) if seen else 1.0
+
+    sections: list[list[str]] = [[] for _ in range(order)]
+    for word in vocab:
+        logp = -99.0 if word == BOS else math.log10(prob((), word))
+        sections[0].append(f"{logp:.6f}\t{word}\t{math.log10(backoff((word,))):.6f}")
+    sections[0].append(f"-99.000000\t{BOS}\t{math.log10(backoff((BOS,))):.6f}")
+    for history, seen in counts.items():
+        n = len(history) + 1
+        if n == 1:
+            continue
+        for word in seen:
+            line = f"{math.log10(prob(history, word)):.6f}\t{' '.join((*history, word))}"
+            if n < order:
+                line += f"\t{math.log10(backoff((*history, word))):.6f}"
+            sections[n - 1].append(line)
+    out = ["", "\\data\\", *(f"ngram {i + 1}={len(s)}" for i, s in enumerate(sections)), ""]
+    for i, section in enumerate(sections):
+        out += [f"\\{i + 1}-grams:", *section, ""]
+    return "\n".join([*out, "\\end\\", ""])
+
+
+class WordDecoder:
+    """Flashlight lexicon beam search over the words of ``texts`` with their n-gram LM.
+
+    Args:
+        texts: training transcripts (space-separated words of the model's characters).
+        vocab: the model's output symbols, blank first; ``" "`` is the word boundary.
+        order: word n-gram order.
+        beam: hypotheses kept per frame.
+        lm_weight: weight of the LM's log-probability in a hypothesis's score.
+        word_score: added per emitted word (offsets the LM's preference for few words).
+    """
+
+    def __init__(self, texts: Iterable[str], vocab: Sequence[str], order: int = 3,
+                 beam: int = 50, lm_weight: float = 1.0, word_score: float = 0.0) -> None:
+        from torchaudio.models.decoder import ctc_decoder
+
+        sentences = [text.split() for text in texts if text.split()]
+        # flashlight reads whitespace-separated token files: the space becomes "|"
+        tokens = ["<blank>" if i == 0 else "|" if s == " " else s for i, s in enumerate(vocab)]
+        known = set(tokens)
+        words = sorted({w for s in sentences for w in s if set(w) <= known})
+        with tempfile.TemporaryDirectory() as tmp:
+            lexicon, lm = Path(tmp) / "lexicon.txt", Path(tmp) / "lm.arpa"
+            lexicon.write_text("".join(f"{w}\t{' '.join(w)} |\n" for w in words))
+            lm.write_text(witten_bell_arpa(sentences, order))
+            self._decoder = ctc_decoder(
+                lexicon=str(lexicon), tokens=tokens, lm=str(lm), nbest=1, beam_size=beam,
+                lm_weight=lm_weight, word_score=word_score, blank_token="<blank>",
+                sil_token="|", unk_word=UNK)
+        self.words = len(words)
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
+        """Transcripts of ``(B, T, V)`` log-probs with ``(B,)`` valid lengths."""
+        results = self._decoder(log_probs.detach().float().cpu().contiguous(),
+                                lengths.detach().cpu().int())
+        return [" ".join(w for w in hyps[0].words if w != UNK) if hyps else ""
+                for hyps in results]
