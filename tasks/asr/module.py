@@ -97,14 +97,17 @@ class ASRModule(TaskModule):
         if stage == "fit":
             self.feature_mean.copy_(datamodule.feature_mean)
             self.feature_std.copy_(datamodule.feature_std)
-        if self.hparams.beam_size and self.hparams.lm_order and self.lm is None:
-            train = datamodule.train_dataloader().dataset
-            self.lm = CharNGram((train.texts[j] for j in train.indices), self.hparams.lm_order)
         hp = self.hparams
-        if hp.beam_size and hp.word_lm_order and self.word_decoder is None:
-            train = datamodule.train_dataloader().dataset
-            self.word_decoder = WordDecoder((train.texts[j] for j in train.indices),
-                                            self.vocab, hp.word_lm_order, hp.word_beam,
+        wants_lm = hp.beam_size and hp.lm_order and self.lm is None
+        wants_words = hp.beam_size and hp.word_lm_order and self.word_decoder is None
+        if not (wants_lm or wants_words):
+            return
+        train = datamodule.train_dataloader().dataset
+        texts = [train.texts[j] for j in train.indices]  # the LMs' text: training only
+        if wants_lm:
+            self.lm = CharNGram(texts, hp.lm_order)
+        if wants_words:
+            self.word_decoder = WordDecoder(texts, self.vocab, hp.word_lm_order, hp.word_beam,
                                             hp.word_lm_weight, hp.word_score)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

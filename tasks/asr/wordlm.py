@@ -48,7 +48,8 @@ def witten_bell_arpa(sentences: Sequence[Sequence[str]], order: int = 3) -> str:
     probabilities and these back-off weights is the whole model.
     """
     counts = ngram_counts(sentences, order)
-    vocab = sorted({w for c in counts.values() for w in c} | {UNK})
+    totals = {history: sum(seen.values()) for history, seen in counts.items()}  # C(h)
+    vocab = sorted({w for c in counts.values() for w in c} | {UNK})  # <s> is never predicted
     uniform = 1.0 / len(vocab)
     memo: dict[tuple, float] = {}
 
@@ -57,17 +58,17 @@ def witten_bell_arpa(sentences: Sequence[Sequence[str]], order: int = 3) -> str:
         if key not in memo:
             lower = prob(history[1:], word) if history else uniform
             seen = counts.get(history)
-            total, types = (sum(seen.values()), len(seen)) if seen else (0, 0)
-            memo[key] = (seen[word] + types * lower) / (total + types) if seen else lower
+            memo[key] = ((seen[word] + len(seen) * lower) / (totals[history] + len(seen))
+                         if seen else lower)
         return memo[key]
 
     def backoff(history: tuple) -> float:
         seen = counts.get(history)
-        return len(seen) / (sum(seen.values()) + len(seen)) if seen else 1.0
+        return len(seen) / (totals[history] + len(seen)) if seen else 1.0
 
     sections: list[list[str]] = [[] for _ in range(order)]
     for word in vocab:
-        logp = -99.0 if word == BOS else math.log10(prob((), word))
+        logp = math.log10(prob((), word))
         sections[0].append(f"{logp:.6f}\t{word}\t{math.log10(backoff((word,))):.6f}")
     sections[0].append(f"-99.000000\t{BOS}\t{math.log10(backoff((BOS,))):.6f}")
     for history, seen in counts.items():
