@@ -58,7 +58,10 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
     cosine: linear warmup to 1, then half a cosine down to ``min_lr_ratio`` at the last step -
             or at the end of the time budget, whichever comes first: ``time_fraction`` is the
             share of ``trainer.max_time`` used so far, so a run stopped by the clock still ends
-            annealed instead of being cut off at a high learning rate.
+            annealed instead of being cut off at a high learning rate. The clock only counts
+            while it binds - while the pace so far would spend the budget before the last
+            step - so a run ahead of the clock follows the step schedule alone and is
+            bit-reproducible whatever the machine's speed.
     noam:   the Transformer paper's ``min(step^-0.5, step * warmup^-1.5)``, scaled to peak 1.
     constant: linear warmup then flat.
     """
@@ -70,8 +73,10 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
         return step / max(1, warmup_steps)
     if schedule == "constant":
         return 1.0
-    progress = min(1.0, max((step - warmup_steps) / max(1, total_steps - warmup_steps),
-                            time_fraction))
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if time_fraction * total_steps > step:  # at this pace the budget ends before the last step
+        progress = max(progress, time_fraction)
+    progress = min(1.0, progress)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
