@@ -75,14 +75,10 @@ class GraphModule(TaskModule):
             the bond features to every edge's key and value
             (:func:`tasks.graph.model.edge_list_attention`), not only a bias to its logit.
             None (default) = wherever that applies (molecules read out by mean/sum pooling).
-            Probes (edge, 3 seeds unless said): Lipophilicity 0.658 / 0.659 vs 0.684 / 0.686
-            test RMSE (seeds 0, 1; validation 0.640 / 0.630 vs 0.656 / 0.647), ESOL 0.618 vs
-            0.595, FreeSolv 0.885 vs 1.017 (both within their seeds' spread). In the
-            graph_attention runs (3 seeds): Lipophilicity 0.656 vs 0.686, FreeSolv 0.946 vs
-            1.017, B3DB ROC-AUC 0.923 vs 0.927, ESOL 0.632 vs 0.595; re-run once the schedule
-            stopped depending on the clock (bit-reproducible): ESOL 0.608, FreeSolv 0.923.
-            ESOL's and FreeSolv's differences are within their seeds' spread; Lipophilicity's
-            gain stands clear of it.
+            Measured in graph_attention (edge, 3 seeds): with bond messages ESOL 0.608,
+            FreeSolv 0.923, B3DB ROC-AUC 0.927 (bit-reproducible runs), Lipophilicity 0.656;
+            without them (earlier runs, whose schedule still read the clock) 0.595, 1.017,
+            0.927, 0.686. Only Lipophilicity's gain stands clear of the seeds' spread.
         show_smiles: the molecule whose attention is drawn after testing (default: the
             first test molecule with at least 12 atoms).
         threads: torch intra-op threads while training/testing (0 = leave as is). Graph
