@@ -49,7 +49,7 @@ test-slow: setup
 	$(BIN)/pytest -q -m slow
 
 lint: setup
-	$(BIN)/ruff check suite tasks tests
+	$(BIN)/ruff check suite tasks experiments tests
 
 benchmark: setup
 	$(BIN)/suite experiment attention_core

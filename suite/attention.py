@@ -15,16 +15,17 @@ bias) and the module picks the implementation:
 - **banded**: for windows/chunks on long sequences the queries are cut into blocks and each
   block attends only to the key span it can reach, so memory grows as O(T * w), not O(T^2);
 - **explicit**: softmax written out, used only when the attention weights are asked for
-  (maps, guided-attention losses).
+  (maps, guided-attention losses);
+- **edge list**: when the mask is a graph's edge list (``AttentionMask(edges=...)``), each
+  query attends over its incoming edges in O(E) memory (:mod:`suite.edge_list`).
 
-All three agree with each other, and a query row that may see no key returns zeros (never
+All agree with each other, and a query row that may see no key returns zeros (never
 NaN, in forward or backward) - e.g. padded frames whose whole window is padding.
 
 On CPU, bf16/fp16 queries with short key spans (<= :data:`CPU_FP32_MAX_KEYS`) are attended in
-fp32: PyTorch's reduced-precision CPU flash kernel works in 512-key blocks, so on 50-250 keys
-it does mostly padding and its backward runs 3-6x slower than the fp32 kernel (measured on
-AMX hardware; ViT on 28x28 images trains 2.5x faster for it). The projections around it keep
-running in bf16, where the matmuls are fast.
+fp32: PyTorch's reduced-precision CPU flash kernel works in 512-key blocks, so on a few
+hundred keys it does mostly padding and its backward runs several times slower than the fp32
+kernel. The projections around it keep running in bf16, where the matmuls are fast.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from suite.edge_list import EdgeList, edge_list_attention
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +58,8 @@ class AttentionMask:
         bias: float, broadcastable to ``(batch, heads, Tq, Tk)``, added to the logits
             (relative positions, graph distances, bond types).
         query_offset: absolute position of the first query.
+        edges: a graph's :class:`~suite.edge_list.EdgeList` (with its own per-edge bias and
+            key/value vectors); it describes the whole mask, so no other field is set.
     """
 
     key_lengths: Tensor | None = None
@@ -65,6 +70,7 @@ class AttentionMask:
     allowed: Tensor | None = None
     bias: Tensor | None = None
     query_offset: int = 0
+    edges: EdgeList | None = None
 
     @property
     def is_banded(self) -> bool:
@@ -80,7 +86,8 @@ class AttentionMask:
     @property
     def is_empty(self) -> bool:
         return not (self.is_banded or self.causal or self.key_lengths is not None
-                    or self.allowed is not None or self.bias is not None)
+                    or self.allowed is not None or self.bias is not None
+                    or self.edges is not None)
 
     def positional(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         """Allowed-ness from positions alone (causal, window, chunk).
@@ -256,9 +263,16 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None = None,
 
     ``q`` ``(batch, heads, Tq, d)``, ``k``/``v`` ``(batch, heads, Tk, d)``. ``impl`` forces
     "fused", "banded" or "explicit" (tests, benchmarks); "auto" picks as described above.
-    Returns ``(output (batch, heads, Tq, d), weights (batch, heads, Tq, Tk) or None)``.
+    Returns ``(output (batch, heads, Tq, d), weights (batch, heads, Tq, Tk) or None)``; an
+    edge-list mask's weights are ``(E, heads)``, one per edge.
     """
     mask = mask or AttentionMask()
+    if mask.edges is not None:
+        if not replace(mask, edges=None).is_empty or mask.query_offset or impl != "auto":
+            raise ValueError("an edge-list mask describes the whole mask and has one "
+                             "implementation; set no other mask field and no impl")
+        out, weights = edge_list_attention(q, k, v, mask.edges, dropout)
+        return out, weights if need_weights else None
     if mask.key_lengths is not None and bool((mask.key_lengths >= k.shape[-2]).all()):
         mask = replace(mask, key_lengths=None)  # no padding: let the fused kernel skip the mask
     if impl == "auto":
@@ -335,7 +349,8 @@ class MultiHeadAttention(nn.Module):
 
         With a ``cache``, self-attention appends this step's keys/values to it (incremental
         decoding; positions continue from the cache length) and cross-attention projects the
-        memory once and reuses it. Returns ``(output (B, Tq, D), weights or None)``.
+        memory once and reuses it. With an edge-list mask ``x`` is ``(1, N, D)``, the nodes
+        of a batch of graphs. Returns ``(output (B, Tq, D), weights or None)``.
         """
         mask = mask or AttentionMask()
         q = self._split(self.q_proj(x))

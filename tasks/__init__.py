@@ -1,16 +1,25 @@
-"""Task heads. Each head is a package ``tasks/<head>/`` with the same three files:
+"""Task heads. Each head is a package ``tasks/<head>/`` with the same four files:
 
+- ``__init__.py`` - ``HEAD``, its :class:`suite.head.Head`: the contract the commands read. It
+  names its two classes (``module="VisionModule"``); this layout says where they are;
 - ``data.py``   - a LightningDataModule, ``prepare(dataset)`` and ``available()``;
 - ``model.py``  - nn.Modules built from ``suite`` parts;
 - ``module.py`` - the head's TaskModule (loss, metrics, decoding, ``predict_inputs``).
 
-``HEADS`` maps a head's name to its package; the CLI imports a head only when it is used.
+``HEADS`` is the registry. Declaring a head imports no torch; its classes are imported only
+when it is used.
 """
 
-HEADS: dict[str, str] = {
-    "asr": "tasks.asr",
-    "vision": "tasks.vision",
-    "graph": "tasks.graph",
-    "sentiment": "tasks.sentiment",
-    "seq2seq": "tasks.seq2seq",
-}
+from suite.errors import UsageError
+from suite.head import Head
+from tasks import asr, graph, sentiment, seq2seq, vision
+
+HEADS: dict[str, Head] = {head.HEAD.name: head.HEAD
+                          for head in (asr, vision, graph, sentiment, seq2seq)}
+
+
+def get_head(name: str) -> Head:
+    """The head called ``name``; an unknown name is a usage error listing the known ones."""
+    if name not in HEADS:
+        raise UsageError(f"unknown head {name!r}; expected one of: {', '.join(sorted(HEADS))}")
+    return HEADS[name]

@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from suite.attention import AttentionMask, MultiHeadAttention, attend, reference_attention
+from suite.edge_list import EdgeList
 
 B, H, T, D = 3, 2, 37, 8
 
@@ -227,3 +228,69 @@ def test_bf16_on_cpu_attends_short_spans_in_fp32(keys, monkeypatch):
         assert out.dtype == torch.bfloat16 and low[0].grad is not None
         torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
     assert set(seen) == {torch.float32 if keys <= 256 else torch.bfloat16}
+
+
+# A directed graph on 6 nodes: node 5 has no incoming edge, node 2 a self-loop.
+EDGES = torch.tensor([[0, 1, 1, 2, 3, 4, 2, 0], [1, 0, 2, 3, 1, 0, 2, 4]])
+
+
+@pytest.mark.parametrize("impl", ["fused", "explicit"])
+def test_edge_list_equals_dense_masked_attention(impl):
+    """Query i sees key j iff j -> i: the edge list, with its per-edge bias, is the dense mask
+    ``allowed = A^T`` with the bias on those pairs; a node without incoming edges gets 0."""
+    n = 6
+    q, k, v = qkv(t=n, batch=1, grad=True)
+    bias = torch.randn(EDGES.shape[1], H)
+    out, weights = attend(q, k, v, AttentionMask(edges=EdgeList(EDGES, bias)),
+                          need_weights=True)
+    allowed = torch.zeros(n, n, dtype=torch.bool)
+    allowed[EDGES[1], EDGES[0]] = True  # (query = target, key = source)
+    dense_bias = torch.zeros(1, H, n, n)
+    dense_bias[0, :, EDGES[1], EDGES[0]] = bias.T
+    dense = [t.detach().requires_grad_() for t in (q, k, v)]
+    expected, expected_weights = attend(*dense, AttentionMask(allowed=allowed, bias=dense_bias),
+                                        need_weights=True, impl=impl)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert (out[0, :, 5] == 0).all()
+    if impl == "explicit":
+        torch.testing.assert_close(weights, expected_weights[0][:, EDGES[1], EDGES[0]].T)
+    out.sum().backward()
+    expected.sum().backward()
+    for ours, theirs in zip((q, k, v), dense, strict=True):
+        torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_edge_list_adds_each_edges_vector_to_its_key_and_value():
+    """out_i = sum_j softmax_j(q_i . (k_j + e_ij) / sqrt(d) + b_ij) (v_j + e_ij), written out."""
+    n = 6
+    q, k, v = qkv(t=n, batch=1)
+    bias, kv = torch.randn(EDGES.shape[1], H), torch.randn(EDGES.shape[1], H * D)
+    out, weights = attend(q, k, v, AttentionMask(edges=EdgeList(EDGES, bias, kv)),
+                          need_weights=True)
+    e = kv.view(-1, H, D)
+    for i in range(n):
+        incoming = (EDGES[1] == i).nonzero().flatten()
+        if len(incoming) == 0:
+            assert (out[0, :, i] == 0).all()
+            continue
+        keys = k[0].transpose(0, 1)[EDGES[0, incoming]] + e[incoming]  # (in-degree, H, D)
+        values = v[0].transpose(0, 1)[EDGES[0, incoming]] + e[incoming]
+        logits = (q[0, :, i] * keys).sum(-1) / D**0.5 + bias[incoming]  # (in-degree, H)
+        alpha = torch.softmax(logits, dim=0)
+        torch.testing.assert_close(out[0, :, i], (alpha[..., None] * values).sum(0))
+        torch.testing.assert_close(weights[incoming], alpha)
+
+
+def test_edge_list_through_multi_head_attention_and_its_limits():
+    attention = MultiHeadAttention(8, 2).eval()
+    x = torch.randn(1, 6, 8)
+    mask = AttentionMask(edges=EdgeList(EDGES))
+    out, weights = attention(x, mask=mask)
+    assert out.shape == (1, 6, 8) and weights is None
+    assert attention(x, mask=mask, need_weights=True)[1].shape == (EDGES.shape[1], 2)
+    with pytest.raises(ValueError, match="whole mask"):
+        attention(x, mask=AttentionMask(edges=EdgeList(EDGES), causal=True))
+    with pytest.raises(ValueError, match="one implementation"):
+        attention(x, mask=mask, impl="fused")
+    with pytest.raises(ValueError, match="batch size 1"):
+        attention(x.expand(2, -1, -1), mask=mask)

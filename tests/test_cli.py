@@ -10,7 +10,7 @@ import pytest
 from suite.cli import main
 
 TINY = ["--data.train_size=64", "--data.val_size=32", "--data.test_size=32",
-        "--data.batch_size=32", "--model.dim=32", "--model.ffn_dim=64",
+        "--data.batch_size=32", "--model.encoder.dim=32", "--model.encoder.ffn_dim=64",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
@@ -51,10 +51,64 @@ def test_help_and_list(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "seq2seq", "--help"])
     assert exit_info.value.code == 0
-    assert "--model.depth" in capsys.readouterr().out
+    assert "--model.encoder.depth" in capsys.readouterr().out
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "seq2seq" in out and "experiments:" in out
+
+
+def test_a_command_missing_its_argument_prints_its_usage_and_exits_2(capsys):
+    for argv, shown in (([], "commands:"), (["train"], "heads: asr"),
+                        (["test"], "usage: suite test <head>"), (["predict"], "--ckpt PATH")):
+        assert main(argv) == 2
+        assert shown in capsys.readouterr().out
+
+
+@pytest.fixture
+def head_in_progress(monkeypatch):
+    """A ``tts`` head declared before any of its code exists."""
+    import tasks
+    from suite.head import Head
+
+    monkeypatch.setitem(tasks.HEADS, "tts", Head(
+        name="tts", summary="text to speech", module="tasks.tts.module:TTSModule",
+        datamodule="tasks.tts.data:TTSDataModule", data="tasks.tts.data",
+        monitor=("val/loss", "min"), status="in progress"))
+    return tasks.HEADS
+
+
+def test_list_shows_a_head_still_being_built(capsys, head_in_progress):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "tts        [in progress] text to speech" in out and "cannot import" in out
+    assert head_in_progress["seq2seq"].summary in out
+
+
+def test_data_prepare_reads_the_contract(capsys, head_in_progress, monkeypatch):
+    assert main(["data", "prepare", "seq2seq"]) == 0
+    assert "preparing seq2seq" in capsys.readouterr().out
+    assert main(["data", "prepare", "no-such-head"]) == 2
+    assert "unknown head 'no-such-head'" in one_error_line(capsys)
+    for name in ("asr", "graph", "sentiment", "vision"):  # they would fetch data
+        monkeypatch.delitem(head_in_progress, name)
+    assert main(["data", "prepare", "all"]) == 0  # every head that is ready: not tts
+    assert capsys.readouterr().out.splitlines() == ["preparing seq2seq"]
+
+
+def test_predict_refuses_an_option_the_head_does_not_declare(capsys):
+    """--stream is asr's; seq2seq declares no predict options."""
+    assert main(["predict", "seq2seq", "--ckpt", "nope.ckpt", "--stream", "1 2"]) == 2
+    line = one_error_line(capsys)
+    assert "--stream" in line and "seq2seq's own predict options: none" in line
+
+
+def test_predict_help_shows_the_heads_own_options(capsys):
+    assert main(["predict", "--help"]) == 0
+    assert "seq2seq" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "asr", "--help"])
+    assert exit_info.value.code == 0
+    assert "--stream" in capsys.readouterr().out
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +154,7 @@ def test_test_and_resume(trained, capsys):
     assert json.loads((trained / "summary.json").read_text())["steps"] == 5
 
 
+@pytest.mark.slow  # two fresh interpreters, each importing torch and Lightning
 def test_two_process_ddp_through_suite_train(tmp_path):
     """Lightning's own DDP (gloo on CPU) launched by the same `suite train` entry point."""
     command = [sys.executable, "-m", "suite.cli", "train", "seq2seq", *TINY,
@@ -114,7 +169,7 @@ def test_two_process_ddp_through_suite_train(tmp_path):
 
 
 def test_checkpoint_monitor_needs_a_mode_for_another_metric():
-    from suite.cli import UsageError
+    from suite.errors import UsageError
     from suite.runner import checkpoint_monitor
 
     head = ("val/loss", "min")
@@ -128,7 +183,7 @@ def test_checkpoint_monitor_needs_a_mode_for_another_metric():
 
 def test_checkpoint_monitor_refuses_the_opposite_mode_for_the_heads_metric():
     """--run.monitor_mode=max alone would keep the checkpoint with the highest val/loss."""
-    from suite.cli import UsageError
+    from suite.errors import UsageError
     from suite.runner import checkpoint_monitor
 
     with pytest.raises(UsageError, match="val/loss is best min"):

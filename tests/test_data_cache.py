@@ -12,21 +12,17 @@ from suite.data import (
     DataError,
     DebianMember,
     RemoteFile,
+    SplitDataModule,
     URLMember,
     atomic_path,
     balanced_subset,
     fetch,
     pad_sequences,
     split_indices,
+    text_lines,
 )
 
 PAYLOAD = b"id\tscore\ttext\n1\t2.5\tgood\n"
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def tar_with(member: str, data: bytes) -> bytes:
@@ -38,7 +34,7 @@ def tar_with(member: str, data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def test_fetch_tries_sources_in_order_and_verifies(cache, tmp_path):
+def test_fetch_tries_sources_in_order_and_verifies(data_cache, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"tampered")
     archive = tmp_path / "good.tar.gz"
@@ -50,12 +46,12 @@ def test_fetch_tries_sources_in_order_and_verifies(cache, tmp_path):
     ))
     assert not file.available()
     path = fetch(file)
-    assert path == cache / "toy/data.tsv" and path.read_bytes() == PAYLOAD
+    assert path == data_cache / "toy/data.tsv" and path.read_bytes() == PAYLOAD
     assert (path.stat().st_mode & 0o777) == 0o644
     assert fetch(file) == path  # cached: no source is touched again
 
 
-def test_fetch_gunzips_and_reports_every_failure(cache, tmp_path):
+def test_fetch_gunzips_and_reports_every_failure(data_cache, tmp_path):
     gz = tmp_path / "data.gz"
     gz.write_bytes(gzip.compress(PAYLOAD))
     file = RemoteFile("toy/plain.tsv", hashlib.sha256(PAYLOAD).hexdigest(),
@@ -65,10 +61,10 @@ def test_fetch_gunzips_and_reports_every_failure(cache, tmp_path):
                                                   URLMember(f"file://{tmp_path}/nope")))
     with pytest.raises(DataError, match="sha256.*download failed"):
         fetch(wrong)
-    assert not (cache / "toy/wrong.tsv").exists()
+    assert not (data_cache / "toy/wrong.tsv").exists()
 
 
-def test_missing_tool_is_a_data_error(cache, monkeypatch):
+def test_missing_tool_is_a_data_error(data_cache, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(DataError, match="apt-get"):
         DebianMember("no-such-package", "x").read()
@@ -102,3 +98,34 @@ def test_pad_sequences():
     padded, lengths = pad_sequences([torch.ones(3, 2), torch.ones(1, 2)], value=-1)
     assert padded.shape == (2, 3, 2) and lengths.tolist() == [3, 1]
     assert (padded[1, 1:] == -1).all()
+
+
+def test_text_lines_number_the_non_blank_lines_and_refuse_other_encodings(tmp_path):
+    path = tmp_path / "table.tsv"
+    path.write_bytes("a\tb\n\n  \r\ncaf\u00e9\r\n".encode())
+    assert list(text_lines(path)) == [(1, "a\tb"), (4, "caf\u00e9")]
+    path.write_bytes("caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DataError, match="not UTF-8"):
+        list(text_lines(path))
+
+
+class Numbers(SplitDataModule):
+    """Parts of 4, 2 and 3 numbers; counts its builds."""
+
+    builds = 0
+
+    def build_parts(self) -> dict[str, list[int]]:
+        self.builds += 1
+        return {"train": [0, 1, 2, 3], "val": [4, 5], "test": [6, 7, 8]}
+
+    def loader(self, part: str) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.parts[part], batch_size=8)
+
+
+def test_split_data_module_builds_its_parts_once_and_serves_each():
+    data = Numbers()
+    data.setup("fit")
+    data.setup("test")
+    assert data.builds == 1
+    loaders = (data.train_dataloader(), data.val_dataloader(), data.test_dataloader())
+    assert [next(iter(loader)).tolist() for loader in loaders] == [[0, 1, 2, 3], [4, 5], [6, 7, 8]]

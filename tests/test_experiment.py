@@ -1,14 +1,29 @@
-"""Experiments: planning runs x seeds, running/skipping them, and the report files."""
+"""Experiments: planning runs x seeds and stages, running/skipping them, carrying rows over,
+and the report files."""
 
 import json
 import subprocess
+import sys
 import threading
+from types import SimpleNamespace
 
 import pytest
 
-from suite import experiment
+from suite import experiment, paths, report
+from suite.cli import main
+from suite.errors import UsageError
 from suite.experiment import execute, plan_runs
-from suite.report import is_quick, mean_sd, runs_table, write_report
+from suite.report import (
+    Figure,
+    Figures,
+    copy_figures,
+    is_quick,
+    mean_sd,
+    pyplot,
+    runs_table,
+    training_rows,
+    write_report,
+)
 
 SPEC = {
     "name": "demo", "head": "seq2seq", "seeds": [0, 1],
@@ -42,13 +57,23 @@ def test_mean_sd_formatting():
     assert mean_sd([0.5]) == "0.5"
     assert mean_sd([1.0, 3.0]) == "2 +- 1.4 (n=2)"
     assert mean_sd([None]) == "-"
+    assert mean_sd([0.5, 0.7], scale=100, decimals=2) == "60.00 +- 14.14"
+    assert mean_sd([0.5, None], scale=100, decimals=2) == "50.00"
+
+
+def _train_in_this_process(command, cwd, env=None):
+    """The runner's ``subprocess.run``, minus the second interpreter (its torch import is most
+    of a tiny run's time): the command it builds goes to ``suite.cli.main`` here."""
+    assert command[:3] == [sys.executable, "-m", "suite.cli"] and cwd == paths.ROOT
+    return subprocess.CompletedProcess(command, main(command[3:]))
 
 
 def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
     run = {"name": "tiny-s0", "group": "tiny", "head": "seq2seq", "seed": 0, "config": None,
            "overrides": {"data.train_size": 64, "data.val_size": 16, "data.test_size": 16,
-                         "data.batch_size": 32, "model.dim": 32, "trainer.max_steps": 2,
+                         "data.batch_size": 32, "model.encoder.dim": 32, "trainer.max_steps": 2,
                          "trainer.enable_progress_bar": False, "run.wandb": "disabled"}}
+    monkeypatch.setattr(experiment, "subprocess", SimpleNamespace(run=_train_in_this_process))
     row = execute(run, "exp", tmp_path, force=False)
     assert row["name"] == "tiny-s0" and "test/exact_match" in row["metrics"]
     assert row["params"] > 0 and row["train_size"] == 64
@@ -72,9 +97,9 @@ def test_execute_runs_once_then_skips(tmp_path, monkeypatch):
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(experiment.subprocess, "run", fake_run)
-    changed = {**run, "overrides": {**run["overrides"], "model.depth": 1}}
+    changed = {**run, "overrides": {**run["overrides"], "model.encoder.depth": 1}}
     execute(changed, "exp", tmp_path, force=False)
-    assert len(calls) == 1 and "--model.depth=1" in calls[0]
+    assert len(calls) == 1 and "--model.encoder.depth=1" in calls[0]
     execute(changed, "exp", tmp_path, force=False)  # now up to date: skipped
     assert len(calls) == 1
     (run_dir / "fingerprint").unlink()  # finished before fingerprints existed: kept
@@ -88,18 +113,73 @@ def test_report_tables_and_plots(tmp_path):
              "samples_per_second": 5.0, "peak_memory_mb": 1.0,
              "metrics": {"test/exact_match": acc + s / 100}}
             for m, acc in (("small", 0.5), ("big", 0.7)) for n in (100, 1000) for s in (0, 1)]
-    results = {"experiment": "demo", "command": "suite experiment demo",
-               "generated": "2026-11-21T00:00:00Z", "git_sha": "abc",
-               "hardware": {"cpu": "cpu", "threads": 2, "gpu": None}, "runs": rows}
+    results = _results(rows)
     table = runs_table(rows, ["test/exact_match"])
     assert "| small-100 | small | d | 100 | 0.505 +- 0.0071 (n=2) |" in table
-    readme = write_report(SPEC, results, tmp_path).read_text()
-    assert "suite experiment demo" in readme and "![" in readme
+    groups = sorted({r["group"] for r in rows})
+    spec = {**SPEC, "runs": [{"name": group, "config": None} for group in groups]}
+    readme = write_report(spec, results, tmp_path).read_text()
+    assert "suite experiment demo" in readme and "| small-100 | small |" in readme
+    assert "![test/exact_match vs train_size](plot.png)" in readme
     assert (tmp_path / "plot.png").stat().st_size > 1000
 
 
+def _results(rows: list[dict], command: str = "suite experiment demo") -> dict:
+    return {"experiment": "demo", "command": command, "generated": "2026-11-21T00:00:00Z",
+            "git_sha": "abc", "hardware": {"cpu": "cpu", "threads": 2, "gpu": None},
+            "runs": rows}
+
+
+def test_training_rows_are_the_planned_runs_not_stage_rows():
+    """Stage rows are marked; rows of older results files that stages made are not, and are
+    told apart by not being planned runs."""
+    rows = [{"name": "a-s0"}, {"name": "peer-1", "stage": "peer"}, {"name": "throughput-x"},
+            {"name": "b-s5"}]
+    assert [r["name"] for r in training_rows(SPEC, _results(rows))] == ["a-s0", "b-s5"]
+    quick = _results(rows, "suite experiment demo --quick")
+    assert [r["name"] for r in training_rows(SPEC, quick)] == ["a-s0"]
+
+
+def test_figures_are_copied_from_runs_or_kept_or_left_out(tmp_path):
+    runs_root, out = tmp_path / "runs", tmp_path / "report"
+    media = runs_root / "seq2seq" / "demo-quick" / "a-s0" / "media"
+    media.mkdir(parents=True)
+    (media / "map.png").write_bytes(b"new")
+    out.mkdir()
+    (out / "kept.png").write_bytes(b"committed")
+    section = Figures("Maps", [Figure("a-s0", "map.png", "a_map.png", "a map"),
+                               Figure("b-s5", "map.png", "kept.png", "b map", "b: the map"),
+                               Figure("b-s5", "other.png", "gone.png", "nowhere")], "How to read.")
+    rows = [{"name": "a-s0", "head": "seq2seq"}, {"name": "b-s5", "head": "seq2seq"}]
+    lines = copy_figures(section, _results(rows, "suite experiment demo --quick"), out, runs_root)
+    assert lines == ["### Maps", "", "How to read.", "", "![a map](a_map.png)",
+                     "**b: the map**\n\n![b map](kept.png)\n", ""]
+    assert (out / "a_map.png").read_bytes() == b"new"
+    assert not (out / "gone.png").exists()
+    assert copy_figures(Figures("None", []), _results(rows), out, runs_root) == []
+
+
+def test_report_sections_come_from_the_declared_functions(tmp_path, monkeypatch):
+    def chart(results):
+        fig, ax = pyplot().subplots()
+        ax.plot([1, 2], [len(results["runs"])] * 2)
+        return {"drawn.png": fig}
+
+    functions = {"x.charts": chart, "x.analysis": lambda results: "## Mine\n\ntext",
+                 "x.figures": lambda results: Figures("Maps", [])}
+    monkeypatch.setattr(report, "load_function", functions.__getitem__)
+    spec = {**SPEC, "report": {"metrics": ["test/exact_match"], "table": False,
+                               "charts": "x.charts", "analysis": "x.analysis",
+                               "figures": "x.figures", "notes": "last words"}}
+    rows = [{"name": "a-s0", "group": "a", "metrics": {"test/exact_match": 1.0}}]
+    readme = write_report(spec, _results(rows), tmp_path).read_text()
+    assert "## Results" not in readme
+    assert readme.endswith("## Mine\n\ntext\n\n## Notes\n\nlast words\n")
+    assert (tmp_path / "drawn.png").stat().st_size > 1000
+
+
 def test_unknown_experiment_is_a_usage_error():
-    from suite.cli import UsageError
+    from suite.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown experiment"):
         experiment.load_spec("no-such-experiment")
@@ -108,7 +188,7 @@ def test_unknown_experiment_is_a_usage_error():
 def test_only_writes_a_report_that_names_the_runs_it_leaves_out(tmp_path, monkeypatch):
     spec = {k: v for k, v in SPEC.items() if k != "report"}
     monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
-    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
     monkeypatch.setattr(experiment, "execute", lambda run, *args: {
         "name": run["name"], "group": run["group"], "model": "m", "dataset": "d", "seed": 5,
         "train_size": 1, "params": 1, "metrics": {"test/exact_match": 1.0}})
@@ -138,7 +218,7 @@ def test_fingerprint_ignores_comments_but_not_values(tmp_path):
 def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_path, monkeypatch):
     spec = {k: v for k, v in SPEC.items() if k != "report"}
     monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
-    monkeypatch.setattr(experiment, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
     planned = {r["name"]: r for r in plan_runs(spec, quick=False)}
 
     def row(name: str, value: float, fingerprint: str) -> dict:
@@ -197,3 +277,99 @@ def test_execute_passes_the_thread_share_to_the_training_subprocess(tmp_path, mo
     with pytest.raises(SystemExit):
         execute(run, "exp", tmp_path, force=False, threads=1)
     assert seen["threads"] == "1"
+
+
+STAGED = {"name": "demo", "head": "seq2seq", "seeds": [0],
+          "runs": [{"name": "a", "config": None}],
+          "stages": [{"name": "peer", "function": "somewhere.peer_rows", "params": {"n": 2},
+                      "quick": {"n": 1}}]}
+
+
+def _staged(tmp_path, monkeypatch, spec: dict) -> list[str]:
+    """Run ``spec`` with fake training runs and stage function; returns the call log."""
+    calls: list[str] = []
+    monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+
+    def fake_execute(run, *args):
+        calls.append(run["name"])
+        return {"name": run["name"], "group": run["group"], "model": "m", "dataset": "d",
+                "seed": run["seed"], "fingerprint": experiment.fingerprint(run),
+                "metrics": {"test/exact_match": 1.0}}
+
+    def peer_rows(n: int) -> list[dict]:
+        calls.append(f"peer n={n}")
+        return [{"name": f"peer-{i}", "group": "peer", "metrics": {"x": i}} for i in range(n)]
+
+    monkeypatch.setattr(experiment, "execute", fake_execute)
+    monkeypatch.setattr(experiment, "load_function", {"somewhere.peer_rows": peer_rows}.get)
+    return calls
+
+
+def _rows(out) -> list[tuple[str, str | None]]:
+    results = json.loads((out / "results.json").read_text())
+    return [(r["name"], r.get("stage")) for r in results["runs"]]
+
+
+def test_stages_add_their_rows_after_the_training_runs(tmp_path, monkeypatch):
+    calls = _staged(tmp_path, monkeypatch, STAGED)
+    out = experiment.run_experiment("demo", jobs=2)
+    assert calls == ["a-s0", "peer n=2"]
+    assert _rows(out) == [("a-s0", None), ("peer-0", "peer"), ("peer-1", "peer")]
+    readme = (out / "README.md").read_text()
+    assert "| a | m | d |" in readme and "| peer" not in readme  # stage rows: not runs
+    calls.clear()
+    quick = experiment.run_experiment("demo", quick=True)
+    assert calls == ["a-s0", "peer n=1"] and quick == tmp_path / "runs/quick-reports/demo"
+
+
+def test_only_selects_stages_and_carries_the_other_rows_over(tmp_path, monkeypatch):
+    calls = _staged(tmp_path, monkeypatch, STAGED)
+    experiment.run_experiment("demo")
+    calls.clear()
+    out = experiment.run_experiment("demo", only=["peer"])
+    assert calls == ["peer n=2"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["carried_over"] == ["a-s0"] and _rows(out)[0] == ("a-s0", None)
+    calls.clear()
+    out = experiment.run_experiment("demo", only=["a"])
+    assert calls == ["a-s0"] and _rows(out)[1:] == [("peer-0", "peer"), ("peer-1", "peer")]
+    # other parameters make the stage's rows stale: left out until the stage runs again
+    changed = {**STAGED, "stages": [{**STAGED["stages"][0], "params": {"n": 3}}]}
+    _staged(tmp_path, monkeypatch, changed)
+    out = experiment.run_experiment("demo", only=["a"])
+    results = json.loads((out / "results.json").read_text())
+    assert _rows(out) == [("a-s0", None)] and results["left_out"] == ["peer"]
+
+
+def test_only_names_nothing_unknown(tmp_path, monkeypatch):
+    _staged(tmp_path, monkeypatch, STAGED)
+    with pytest.raises(UsageError, match="--only nope: no such run, run group or stage"):
+        experiment.run_experiment("demo", only=["nope"])
+
+
+def test_an_experiment_of_stages_alone_is_a_benchmark(tmp_path, monkeypatch):
+    calls = _staged(tmp_path, monkeypatch, {**STAGED, "runs": []})
+    out = experiment.run_experiment("demo", jobs=2)
+    results = json.loads((out / "results.json").read_text())
+    assert calls == ["peer n=2"] and "jobs" not in results
+    assert results["command"] == "suite experiment demo"
+    assert "## Results" not in (out / "README.md").read_text()
+
+
+def test_stage_fingerprint_follows_its_parameters():
+    from suite.spec import plan_stages, stage_fingerprint
+
+    full, quick = plan_stages(STAGED, quick=False)[0], plan_stages(STAGED, quick=True)[0]
+    assert (full["params"], quick["params"]) == ({"n": 2}, {"n": 1})
+    assert stage_fingerprint(full) != stage_fingerprint(quick)
+    assert stage_fingerprint(full) == stage_fingerprint(dict(full))
+
+
+def test_build_module_is_the_module_a_run_trains():
+    """Defaults, then the head's default.yaml and the config, then the changes."""
+    from suite.spec import build_module
+
+    module = build_module("seq2seq", "configs/seq2seq/default.yaml", encoder={"depth": 1})
+    assert module.hparams["encoder"].depth == 1 and module.hparams["encoder"].dim == 64
+    assert module.hparams["lr"] == 0.002

@@ -1,11 +1,12 @@
-"""TaskModule pieces: learning-rate schedules and precision choice."""
+"""TaskModule pieces: learning-rate schedules, precision choice, classification metrics."""
 
 import math
 
 import pytest
+import torch
 
 from suite import module
-from suite.module import lr_multiplier, resolve_precision
+from suite.module import ClassificationMetrics, lr_multiplier, resolve_precision
 
 
 def test_cosine_warmup_then_decay_to_floor():
@@ -62,3 +63,26 @@ def test_precision_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr(module, "cpu_has_bf16", lambda: False)
     assert resolve_precision("auto") == "32-true"
     assert resolve_precision("16-mixed") == "16-mixed"
+
+
+class LogRecorder:
+    """What :class:`ClassificationMetrics` uses of a LightningModule: ``log_dict``."""
+
+    def __init__(self) -> None:
+        self.logged: dict[str, dict] = {}
+
+    def log_dict(self, scores, **options) -> None:
+        self.logged.update({name: options for name in scores.keys(keep_base=False)})
+
+
+def test_classification_metrics_log_each_stage_and_count_only_the_test_confusion():
+    metrics, module = ClassificationMetrics(3), LogRecorder()
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0]])  # (B, classes)
+    labels = torch.tensor([0, 1, 2])
+    metrics.log_batch(module, "train", logits, labels, batch_size=3)
+    assert metrics.confusion.compute().sum() == 0
+    metrics.log_batch(module, "test", logits, labels, batch_size=3)
+    assert set(module.logged) == {"train/acc", "train/macro_f1", "test/acc", "test/macro_f1"}
+    assert not module.logged["train/acc"]["prog_bar"] and module.logged["test/acc"]["prog_bar"]
+    assert metrics.stages["test_"]["acc"].compute() == pytest.approx(2 / 3)
+    assert metrics.confusion.compute().tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0]]

@@ -3,5 +3,9 @@
 tested on unseen synthetic voices and on real recorded speech (the Asterisk prompts).
 """
 
-MODULE = "tasks.asr.module.ASRModule"
-DATAMODULE = "tasks.asr.data.ASRDataModule"
+from suite.head import Head, PredictOption
+
+HEAD = Head("asr", "speech recognition: truncated self-attention over log-mel frames, CTC",
+            module="ASRModule", datamodule="ASRDataModule", monitor=("val/cer", "min"),
+            predict_options=(PredictOption("stream", "decode in chunks, as a live stream arrives "
+                                           "(needs a truncated attention window)", flag=True),))

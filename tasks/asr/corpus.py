@@ -1,6 +1,6 @@
 """Synthetic training corpus for the ASR head, rendered on this machine.
 
-No transcribed speech corpus is reachable here (see DATA.md), so the training set is spoken by
+No transcribed speech corpus is reachable from an offline machine, so the training set is spoken by
 every English voice the Debian synthesisers offer: espeak-ng (8 accents x all its variants,
 with rate and pitch variety), flite (kal16, awb, rms, slt: native 16 kHz) and festival (kal,
 ked diphones, the slt HTS voice). Each rendering is then speed-perturbed and sometimes
@@ -37,7 +37,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from suite.data import DataError, DebianMember, RemoteFile, atomic_path, fetch
+from suite.data import DebianMember, RemoteFile, atomic_path, fetch
+from suite.errors import DataError
 from tasks.asr.text import digits_to_words, normalize
 
 SAMPLE_RATE = 16_000
@@ -167,7 +168,7 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def _festival_batch(utts: list[Utterance], workdir: Path) -> dict[int, Path]:
-    """Render all festival utterances of one voice in one process (startup costs ~0.5 s)."""
+    """Render all festival utterances of one voice in one process (its startup is slow)."""
     paths, lines = {}, [f"(voice_{utts[0].voice.split(':', 1)[1]})"]
     for u in utts:
         paths[u.index] = workdir / f"fest-{u.index}.wav"

@@ -19,9 +19,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
-from tasks.asr.text import VOCAB
+from tasks.asr.text import BLANK_ID, VOCAB
 
-BLANK = 0
 _BOS, _EOS = "^", "$"
 
 
@@ -29,7 +28,7 @@ def collapse(path: Sequence[int]) -> list[int]:
     """Merge repeats, then drop blanks: the CTC many-to-one map from frame paths to labels."""
     out, previous = [], None
     for symbol in path:
-        if symbol != previous and symbol != BLANK:
+        if symbol != previous and symbol != BLANK_ID:
             out.append(int(symbol))
         previous = symbol
     return out
@@ -121,7 +120,7 @@ def prefix_beam_search(log_probs: Tensor, beam: int = 8, lm: CharNGram | None = 
         for prefix, (p_blank, p_symbol) in beams.items():
             total = _logsumexp(p_blank, p_symbol)
             entry = nxt[prefix]
-            entry[0] = _logsumexp(entry[0], total + row[BLANK])
+            entry[0] = _logsumexp(entry[0], total + row[BLANK_ID])
             last = prefix[-1] if prefix else None
             for s in candidates:
                 char = vocab[s]

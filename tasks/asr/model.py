@@ -26,11 +26,13 @@ frame ahead), which :meth:`ASREncoder.context` counts for streaming.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import Tensor, nn
 
 from suite.attention import AttentionMask
-from suite.blocks import EncoderLayer, LayerConfig
+from suite.blocks import LayerConfig, TransformerEncoder, rename_on_load
 from suite.positional import RotaryEmbedding
 
 
@@ -101,13 +103,13 @@ class ConvModule(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.padding = padding
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
-        """``x`` ``(B, T, D)``, ``valid`` ``(B, T, 1)`` true on real frames -> ``(B, T, D)``."""
+    def forward(self, x: Tensor, mask: AttentionMask | None = None) -> Tensor:
+        """``x`` ``(B, T, D)`` -> ``(B, T, D)``; frames past ``mask.key_lengths`` are padding."""
         h = nn.functional.glu(self.pointwise_in(self.norm(x)), dim=-1)  # (B, T, D)
-        if valid is not None:
-            h = h.masked_fill(~valid, 0.0)
+        if mask is not None and mask.key_lengths is not None:
+            h = h.masked_fill(~valid_frames(mask.key_lengths, h.shape[1]), 0.0)
         h = nn.functional.pad(h.transpose(1, 2), self.padding)  # (B, D, left + T + right)
-        # fp32: the CPU's bf16 depthwise kernel is ~2x slower than its fp32 one
+        # fp32: the CPU's bf16 depthwise kernel is slower than its fp32 one
         with torch.autocast(h.device.type, enabled=False):
             h = self.depthwise(h.float()).transpose(1, 2)  # (B, T, D)
         h = self.pointwise_out(nn.functional.silu(self.conv_norm(h)))
@@ -119,6 +121,7 @@ class ASREncoder(nn.Module):
 
     Args:
         vocab_size: output symbols, CTC blank at index 0.
+        encoder: the Transformer encoder's size (pre-norm, rotary positions).
         window: ``(left, right)`` attention span in post-subsampling frames; None = full.
         conv_kernel: depthwise kernel of a :class:`ConvModule` after every layer (odd); 0 for
             a plain Transformer encoder.
@@ -128,42 +131,31 @@ class ASREncoder(nn.Module):
             removes.
     """
 
-    def __init__(self, vocab_size: int, n_mels: int = 80, dim: int = 192, depth: int = 6,
-                 num_heads: int = 4, ffn_dim: int = 768, dropout: float = 0.1,
+    def __init__(self, vocab_size: int, encoder: LayerConfig, *, n_mels: int = 80,
                  subsampling: int = 4, conv_channels: int = 64,
                  window: tuple[int, int] | None = (16, 16), conv_kernel: int = 0,
                  utterance_norm: bool = False) -> None:
         super().__init__()
         if conv_kernel and conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd (or 0 for none), got {conv_kernel}")
+        dim = encoder.dim
         self.subsample = ConvSubsampling(n_mels, dim, subsampling, conv_channels)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(encoder.dropout)
         self.window = tuple(window) if window is not None else None
-        self.depth = depth
         self.utterance_norm = utterance_norm
-        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout)
-        rotary = RotaryEmbedding(dim // num_heads)
-        self.layers = nn.ModuleList(EncoderLayer(config, rotary) for _ in range(depth))
         # A window that sees no frame ahead gets a causal convolution, so it stays lookahead-free.
         causal = self.window is not None and self.window[1] == 0
         self.conv_padding = ((0, 0) if not conv_kernel else (conv_kernel - 1, 0) if causal
                              else (conv_kernel // 2, conv_kernel // 2))
-        self.convs = nn.ModuleList(ConvModule(dim, conv_kernel, dropout, self.conv_padding)
-                                   for _ in range(depth if conv_kernel else 0))
-        self.norm = nn.LayerNorm(dim)  # the pre-norm residual stream is otherwise never normalised
+        conv = (partial(ConvModule, dim, conv_kernel, encoder.dropout, self.conv_padding)
+                if conv_kernel else None)
+        self.encoder = TransformerEncoder(encoder, RotaryEmbedding(dim // encoder.num_heads),
+                                          extra=conv)
         self.head = nn.Linear(dim, vocab_size)
-
-    def encode(self, x: Tensor, mask: AttentionMask, valid: Tensor | None = None,
-               need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """The layer stack on subsampled frames ``(B, T', D)``; each layer's weights if asked."""
-        maps = []
-        for i, layer in enumerate(self.layers):
-            x, weights = layer(x, mask, need_weights)
-            if self.convs:
-                x = self.convs[i](x, valid)
-            if weights is not None:
-                maps.append(weights)
-        return self.norm(x), maps
+        # checkpoints written before the shared encoder stack held the layers still load
+        rename_on_load(self, {r"layers\.": "encoder.layers.",
+                              r"convs\.": "encoder.extras.",
+                              r"norm\.": "encoder.norm."})
 
     def forward(self, features: Tensor, lengths: Tensor, need_weights: bool = False
                 ) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -176,8 +168,7 @@ class ASREncoder(nn.Module):
         x = self.dropout(self.subsample(features))  # (B, T', D)
         out_lengths = self.subsample.out_length(lengths).clamp(min=1)
         mask = AttentionMask(key_lengths=out_lengths, window=self.window)
-        valid = valid_frames(out_lengths, x.shape[1]) if self.convs else None  # (B, T', 1)
-        x, maps = self.encode(x, mask, valid, need_weights)
+        x, maps = self.encoder(x, mask, need_weights)
         return self.head(x).float().log_softmax(-1), out_lengths, maps
 
     def context(self) -> tuple[int, int]:
@@ -187,7 +178,8 @@ class ASREncoder(nn.Module):
             raise ValueError("streaming needs a truncated window; full attention sees the "
                              "whole input")
         (left, right), (pad_left, pad_right) = self.window, self.conv_padding
-        return self.depth * (left + pad_left), self.depth * (right + pad_right)
+        depth = len(self.encoder.layers)
+        return depth * (left + pad_left), depth * (right + pad_right)
 
     def stream(self, features: Tensor, chunk: int = 64) -> Tensor:
         """Encode one long utterance ``(T, n_mels)`` chunk by chunk; returns log-probs
@@ -210,7 +202,6 @@ class ASREncoder(nn.Module):
             # Encoder frames [lo, hi) need input frames [f * lo, f * (hi - 1) + receptive).
             piece = features[sub.factor * lo: sub.factor * (hi - 1) + sub.receptive]
             x = sub(piece[None])  # (1, hi - lo, D)
-            mask = AttentionMask(window=self.window)
-            x, _ = self.encode(x, mask)
+            x, _ = self.encoder(x, AttentionMask(window=self.window))
             outputs.append(self.head(x[0, start - lo: end - lo]).float().log_softmax(-1))
         return torch.cat(outputs)

@@ -7,6 +7,8 @@ feature mean/std (buffers) and the vocabulary (checked on load).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -14,24 +16,54 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
-from suite.data import DataError
+from suite.blocks import LayerConfig
+from suite.errors import DataError
 from suite.logging import log_figure, log_table
 from suite.module import Stage, TaskModule
 from tasks.asr.data import N_MELS, load_audio_file
 from tasks.asr.decode import CharNGram, beam_decode, greedy_decode
 from tasks.asr.model import ASREncoder
-from tasks.asr.text import VOCAB
+from tasks.asr.text import BLANK_ID, VOCAB
 from tasks.asr.wordlm import WordDecoder
 
 TEST_NAMES = {"all": ("unseen", "real"), "unseen_voices": ("unseen",), "asterisk": ("real",)}
 """Metric suffix of each test dataloader, by the data module's ``test_set``."""
+
+ENCODER = LayerConfig(dim=192, ffn_dim=768)
+"""The ASR head's default encoder size (``--model.encoder.*``)."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How the test sets are decoded beside greedy CTC (``--model.decoding.*``); the language
+    models are built from the training transcripts.
+
+    Attributes:
+        beam_size: > 0 also scores the test sets with prefix beam search (``*_beam`` metrics).
+        lm_order: order of the character n-gram fused into the beam search; 0 for none.
+        lm_alpha, lm_beta: LM weight and per-character bonus of the fusion.
+        word_lm_order: > 0 (with ``beam_size``) also scores the test sets with lexicon beam
+            search under a word n-gram of this order (:class:`tasks.asr.wordlm.WordDecoder`;
+            ``*_word`` metrics).
+        word_beam, word_lm_weight, word_score: its beam, LM weight and per-word bonus, picked
+            on the validation set of the default run's checkpoint (a grid of weight x score).
+    """
+
+    beam_size: int = 0
+    lm_order: int = 6
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
+    word_lm_order: int = 3
+    word_beam: int = 200
+    word_lm_weight: float = 1.0
+    word_score: float = -1.0
 
 
 class ASRModule(TaskModule):
     """Conv subsampling + truncated-attention Transformer encoder + CTC over characters.
 
     Args:
-        dim, depth, num_heads, ffn_dim, dropout: the encoder's size.
+        encoder: the Transformer encoder's size.
         subsampling: 1, 2 or 4 (Conv2d stride-2 stack before the encoder).
         conv_channels: channels of the subsampling convolutions.
         window: ``[left, right]`` attention span in encoder (post-subsampling) frames; null
@@ -40,42 +72,28 @@ class ASRModule(TaskModule):
             (odd, in encoder frames); 0 for a plain Transformer encoder.
         utterance_norm: subtract each utterance's mean log-mel frame (cepstral mean
             normalisation) after the global normalisation.
-        beam_size: > 0 also scores the test sets with prefix beam search (``*_beam`` metrics).
-        lm_order: order of the character n-gram (trained on the training transcripts) fused
-            into the beam search; 0 for none.
-        lm_alpha, lm_beta: LM weight and per-character bonus of the fusion.
-        word_lm_order: > 0 (with ``beam_size``) also scores the test sets with lexicon beam
-            search under a word n-gram of this order (:class:`tasks.asr.wordlm.WordDecoder`;
-            ``*_word`` metrics); both are built from the training transcripts.
-        word_beam, word_lm_weight, word_score: its beam, LM weight and per-word bonus; the
-            defaults were picked on the validation set of the default run's checkpoint
-            (300 utterances: greedy WER 70.1%; weight 1.0 / score -1.0 55.3%, the best of a
-            4 x 4 grid; beam 200 instead of 50 54.6%; orders 2 and 4 no better than 3).
+        decoding: the test-time decoders beside greedy (:class:`Decoding`).
         stream_chunk: encoder frames per chunk for ``predict --stream``.
         model: the run's model name (default from the window and the convolution, e.g.
             ``ctc-w16-16``, ``conformer-ctc-full``).
     The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
-    monitor = ("val/cer", "min")
-
-    def __init__(self, dim: int = 192, depth: int = 6, num_heads: int = 4, ffn_dim: int = 768,
-                 dropout: float = 0.1, subsampling: int = 4, conv_channels: int = 64,
-                 window: list[int] | None = (16, 16), conv_kernel: int = 0,
-                 utterance_norm: bool = False, beam_size: int = 0, lm_order: int = 6,
-                 lm_alpha: float = 0.5, lm_beta: float = 1.0, word_lm_order: int = 3,
-                 word_beam: int = 200, word_lm_weight: float = 1.0, word_score: float = -1.0,
-                 stream_chunk: int = 64,
+    def __init__(self, encoder: LayerConfig = ENCODER, subsampling: int = 4,
+                 conv_channels: int = 64, window: list[int] | None = (16, 16),
+                 conv_kernel: int = 0, utterance_norm: bool = False,
+                 decoding: Decoding = Decoding(), stream_chunk: int = 64,
                  model: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.decoding = decoding
         window = tuple(window) if window is not None else None
         self.hparams["window"] = list(window) if window is not None else None
         family = "conformer-ctc" if conv_kernel else "ctc"
         self.hparams["model"] = model or (f"{family}-full" if window is None
                                           else f"{family}-w{window[0]}-{window[1]}")
-        self.model = ASREncoder(len(VOCAB), N_MELS, dim, depth, num_heads, ffn_dim, dropout,
-                                subsampling, conv_channels, window, conv_kernel,
-                                utterance_norm)
+        self.model = ASREncoder(len(VOCAB), encoder, n_mels=N_MELS, subsampling=subsampling,
+                                conv_channels=conv_channels, window=window,
+                                conv_kernel=conv_kernel, utterance_norm=utterance_norm)
         self.register_buffer("feature_mean", torch.zeros(N_MELS))
         self.register_buffer("feature_std", torch.ones(N_MELS))
         self.vocab = list(VOCAB)
@@ -89,6 +107,12 @@ class ASRModule(TaskModule):
         self._test_name = "unseen"
         self._examples: dict[str, dict[str, Any]] = {}
 
+    @classmethod
+    def legacy_renames(cls, settings: Mapping[str, Any]) -> dict[str, str | None]:
+        """The decoding options were flat init arguments (``beam_size``) before :class:`Decoding`
+        grouped them."""
+        return {f.name: f"decoding.{f.name}" for f in fields(Decoding)}
+
     # ------------------------------------------------------------------ setup / checkpoint
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
@@ -97,18 +121,20 @@ class ASRModule(TaskModule):
         if stage == "fit":
             self.feature_mean.copy_(datamodule.feature_mean)
             self.feature_std.copy_(datamodule.feature_std)
-        hp = self.hparams
-        wants_lm = hp.beam_size and hp.lm_order and self.lm is None
-        wants_words = hp.beam_size and hp.word_lm_order and self.word_decoder is None
+        decoding = self.decoding
+        wants_lm = decoding.beam_size and decoding.lm_order and self.lm is None
+        wants_words = (decoding.beam_size and decoding.word_lm_order
+                       and self.word_decoder is None)
         if not (wants_lm or wants_words):
             return
         train = datamodule.train_dataloader().dataset
         texts = [train.texts[j] for j in train.indices]  # the LMs' text: training only
         if wants_lm:
-            self.lm = CharNGram(texts, hp.lm_order)
+            self.lm = CharNGram(texts, decoding.lm_order)
         if wants_words:
-            self.word_decoder = WordDecoder(texts, self.vocab, hp.word_lm_order, hp.word_beam,
-                                            hp.word_lm_weight, hp.word_score)
+            self.word_decoder = WordDecoder(texts, self.vocab, decoding.word_lm_order,
+                                            decoding.word_beam, decoding.word_lm_weight,
+                                            decoding.word_score)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["vocab"] = self.vocab
@@ -131,7 +157,7 @@ class ASRModule(TaskModule):
         log_probs, lengths, _ = self.model(batch["features"], batch["feature_lengths"])
         # ctc_loss wants (T, B, V); "mean" divides each utterance's loss by its target length.
         loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
-                          batch["target_lengths"], blank=0, zero_infinity=True)
+                          batch["target_lengths"], blank=BLANK_ID, zero_infinity=True)
         n = self.batch_size(batch)
         suffix = f"_{self._test_name}" if stage == "test" else ""
         self.log(f"{stage}/loss{suffix}", loss, prog_bar=stage == "train", batch_size=n,
@@ -141,9 +167,9 @@ class ASRModule(TaskModule):
         hypotheses = greedy_decode(log_probs, lengths, self.vocab)
         self._score(stage + suffix, hypotheses, batch["texts"], n)
         if stage == "test":
-            if self.hparams.beam_size:
-                beams = beam_decode(log_probs, lengths, self.hparams.beam_size, self.lm,
-                                    self.hparams.lm_alpha, self.hparams.lm_beta)
+            if self.decoding.beam_size:
+                beams = beam_decode(log_probs, lengths, self.decoding.beam_size, self.lm,
+                                    self.decoding.lm_alpha, self.decoding.lm_beta)
                 self._score(f"test{suffix}_beam", beams, batch["texts"], n)
             if self.word_decoder is not None:
                 words = self.word_decoder(log_probs, lengths)
@@ -190,7 +216,7 @@ class ASRModule(TaskModule):
         bottom.imshow(posteriors.T.numpy(), origin="lower", aspect="auto", cmap="magma")
         best = posteriors.argmax(-1).tolist()
         for t, s in enumerate(best):
-            if s != 0 and (t == 0 or best[t - 1] != s):
+            if s != BLANK_ID and (t == 0 or best[t - 1] != s):
                 bottom.text(t, s, self.vocab[s] if s != 1 else "|", color="cyan", fontsize=7)
         bottom.set(ylabel="symbol (0 = blank)", xlabel="encoder frame",
                    title="CTC posteriors and greedy alignment")
@@ -208,9 +234,9 @@ class ASRModule(TaskModule):
             log_probs, _, _ = self.model(features[None], torch.tensor([len(features)]))
         return greedy_decode(log_probs, torch.tensor([log_probs.shape[1]]), self.vocab)[0]
 
-    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
-        """``<file>\t<transcript>`` per audio file (any rate, mono or stereo)."""
-        stream = bool(options.get("stream"))
+    def predict_inputs(self, inputs: list[str], stream: bool = False) -> list[str]:
+        """``<file>\t<transcript>`` per audio file (any rate, mono or stereo); ``stream``
+        decodes chunk by chunk (``--stream``)."""
         if stream and self.model.window is None:
             raise DataError("--stream needs a model with a truncated attention window; this "
                             "checkpoint uses full attention")

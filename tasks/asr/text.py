@@ -16,11 +16,14 @@ from collections.abc import Sequence
 
 import torch
 
-BLANK = "_"
-"""The CTC blank symbol; it is index 0 of :data:`VOCAB` and never appears in a transcript."""
+BLANK_SYMBOL = "_"
+"""How the CTC blank is written; it never appears in a transcript."""
 
-VOCAB: list[str] = [BLANK, " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+VOCAB: list[str] = [BLANK_SYMBOL, " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 """Output symbols of the recogniser: CTC blank first, then space, apostrophe and a-z."""
+
+BLANK_ID = 0
+"""The CTC blank's index in :data:`VOCAB`, i.e. its output of the model."""
 
 _INDEX = {char: i for i, char in enumerate(VOCAB)}
 

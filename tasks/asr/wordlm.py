@@ -20,6 +20,8 @@ from pathlib import Path
 
 from torch import Tensor
 
+from tasks.asr.text import BLANK_ID
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
@@ -104,7 +106,8 @@ class WordDecoder:
 
         sentences = [text.split() for text in texts if text.split()]
         # flashlight reads whitespace-separated token files: the space becomes "|"
-        tokens = ["<blank>" if i == 0 else "|" if s == " " else s for i, s in enumerate(vocab)]
+        tokens = ["<blank>" if i == BLANK_ID else "|" if s == " " else s
+                  for i, s in enumerate(vocab)]
         known = set(tokens)
         words = sorted({w for s in sentences for w in s if set(w) <= known})
         with tempfile.TemporaryDirectory() as tmp:

@@ -7,5 +7,11 @@ bond type ("full" graph attention); Laplacian or random-walk positional encoding
 node sits. Data: ESOL, FreeSolv, Lipophilicity, B3DB (molecules), Cora, polblogs, karate club.
 """
 
-MODULE = "tasks.graph.module.GraphModule"
-DATAMODULE = "tasks.graph.data.GraphDataModule"
+from suite.head import Head, PredictOption
+
+HEAD = Head("graph", "graph attention: molecule properties and node classification",
+            module="GraphModule", datamodule="GraphDataModule", monitor=("val/loss", "min"),
+            predict_options=(PredictOption("out", "write every node's predicted label to this CSV "
+                                           "(node tasks)"),),
+            # task, input and output sizes, encodings: the network is built for the data served
+            links=(("data.data_info", "model.data_info"),))

@@ -29,12 +29,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from suite.data import RemoteFile, fetch, split_indices
+from suite.data import RemoteFile, SplitDataModule, fetch, split_indices
 from tasks.graph import social
 from tasks.graph.molecules import (
     ATOM_FEATURE_DIMS,
@@ -53,7 +52,7 @@ from tasks.graph.structure import (
     shortest_path_distances,
 )
 
-__all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "DATASETS", "DatasetInfo",
+__all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "DATASETS", "DATA_KEYS", "DatasetInfo",
            "GraphDataModule", "available", "dense_spd", "prepare", "smiles_to_graph"]
 
 log = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ Task = Literal["regression", "classification", "node"]
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What a model must know before seeing data (LightningCLI links these at instantiation)."""
+    """What a model must know of a data set before seeing its graphs: task, outputs, input width."""
 
     task: Task
     num_classes: int  # 0 for regression
@@ -86,6 +85,8 @@ DATASETS: dict[str, DatasetInfo] = {
 
 _NODE_LOADERS = {"cora": social.load_cora, "polblogs": social.load_polblogs,
                  "karate": social.load_karate}
+DATA_KEYS = ("dataset", "split", "seed", "pe", "pe_dim", "spd", "spd_max", "descriptors")
+"""The settings that rebuild a data module serving the same encodings (for ``predict``)."""
 _PE_ATTR = {"laplacian": "lap_pe", "random_walk": "rw_pe"}
 
 
@@ -114,7 +115,7 @@ def _standardiser(train_y: torch.Tensor) -> tuple[float, float]:
     return float(train_y.mean()), std if std > 0 else 1.0
 
 
-class GraphDataModule(pl.LightningDataModule):
+class GraphDataModule(SplitDataModule):
     """Molecule property prediction or node classification, one data set per run.
 
     Args:
@@ -171,51 +172,46 @@ class GraphDataModule(pl.LightningDataModule):
         self.num_graph_features = len(DESCRIPTORS) if descriptors else 0
         self.descriptor_mean: list[float] = [0.0] * self.num_graph_features
         self.descriptor_std: list[float] = [1.0] * self.num_graph_features
-        self.parts: dict[str, list[Data]] = {}
 
     def prepare_data(self) -> None:
         prepare(self.dataset)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.parts:
-            return
+    def build_parts(self) -> dict[str, list[Data]]:
         # Laplacian eigenvector signs come from the global generator: seed them, locally.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            if self.task == "node":
-                self._setup_nodes()
-            else:
-                self._setup_molecules()
+            return self._node_parts() if self.task == "node" else self._molecule_parts()
 
-    def _setup_nodes(self) -> None:
+    def _node_parts(self) -> dict[str, list[Data]]:
         data = social.split_nodes(self.dataset, _NODE_LOADERS[self.dataset](), self.seed)
         self._add_structure([data])
-        self.parts = {part: [data] for part in ("train", "val", "test")}
+        return {part: [data] for part in ("train", "val", "test")}
 
-    def _setup_molecules(self) -> None:
+    def _molecule_parts(self) -> dict[str, list[Data]]:
         molecules = load_molecules(self.dataset)
         if self.split == "scaffold":
-            parts = scaffold_split(molecules.scaffolds)
+            indices = scaffold_split(molecules.scaffolds)
         else:
-            parts = split_indices(len(molecules), [0.8, 0.1, 0.1], self.seed)
+            indices = split_indices(len(molecules), [0.8, 0.1, 0.1], self.seed)
         graphs = [molecules.graph(i) for i in range(len(molecules))]
         if self.task == "regression":
-            self.target_mean, self.target_std = _standardiser(molecules.y[parts[0]])
+            self.target_mean, self.target_std = _standardiser(molecules.y[indices[0]])
         if self.task == "regression":
             for graph in graphs:
                 graph.y = (graph.y - self.target_mean) / self.target_std
         if self.descriptors:
-            train = molecules.descriptors[parts[0]]
+            train = molecules.descriptors[indices[0]]
             self.descriptor_mean = train.mean(0).tolist()
             self.descriptor_std = train.std(0).clamp(min=1e-6).tolist()
             standard = self._standardise(molecules.descriptors)  # (G, D)
             for i, graph in enumerate(graphs):
                 graph.descriptors = standard[i:i + 1]
         self._add_structure(graphs)
-        self.parts = {name: [graphs[i] for i in index.tolist()]
-                      for name, index in zip(("train", "val", "test"), parts, strict=True)}
+        parts = {name: [graphs[i] for i in index.tolist()]
+                 for name, index in zip(("train", "val", "test"), indices, strict=True)}
         log.info("%s (%s split): %s graphs", self.dataset, self.split,
-                 "/".join(str(len(p)) for p in self.parts.values()))
+                 "/".join(str(len(p)) for p in parts.values()))
+        return parts
 
     def _standardise(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw descriptors ``(G, D)`` -> ``(G, D)`` in training-set units, clipped to +-6 (a few
@@ -237,21 +233,35 @@ class GraphDataModule(pl.LightningDataModule):
             for data, pe in zip(graphs, encodings, strict=True):
                 data[self.pe_attr] = pe
 
-    def _loader(self, part: str, shuffle: bool = False) -> DataLoader:
+    def loader(self, part: str) -> DataLoader:
         if not self.parts:
             raise RuntimeError("GraphDataModule.setup() has not run")
+        # a node task's one "example" is the whole graph: nothing to shuffle
+        shuffle = part == "train" and self.task != "node"
         return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=self.task != "node")
+    @property
+    def data_info(self) -> dict[str, Any]:
+        """What the model is built for, as plain values, known before :meth:`setup`: the task,
+        input and output sizes, encodings, and the settings :data:`DATA_KEYS` (linked into
+        ``GraphModule(data_info=...)``, and so saved with it for ``predict``)."""
+        return {"task": self.task, "num_classes": self.num_classes,
+                "num_node_features": self.num_node_features,
+                "atom_feature_dims": list(self.atom_feature_dims),
+                "bond_feature_dims": list(self.bond_feature_dims), "pe_attr": self.pe_attr,
+                "num_graph_features": self.num_graph_features,
+                **{key: getattr(self, key) for key in DATA_KEYS}}
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    @property
+    def num_train_examples(self) -> int:
+        """The training-set size a run reports (the head contract's optional hook): labelled
+        training nodes for node tasks, whose one training "example" is the whole graph."""
+        if not self.parts:
+            raise RuntimeError("GraphDataModule.setup() has not run")
+        train = self.parts["train"]
+        return int(train[0].train_mask.sum()) if self.task == "node" else len(train)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints so a restored model reports targets in original units and

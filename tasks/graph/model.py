@@ -12,10 +12,11 @@ Two ways to put the graph into self-attention (:class:`GraphTransformer`):
   with a learned per-head bias :math:`b^h_e` for the bond type of edge (j, i). Densely, on
   padded batches, this is the core's :class:`~suite.attention.MultiHeadAttention` with the
   adjacency (+ self-loops) as ``AttentionMask.allowed`` and the bond bias as
-  ``AttentionMask.bias`` (needed when a [CLS] token attends to every atom);
-  :func:`edge_list_attention` computes the same thing over ``edge_index`` with PyG's sparse
-  ``softmax`` and ``scatter``, so memory and time grow with edges, not nodes^2 - on one large
-  graph (Cora, polblogs) and on pooled batches of molecules alike.
+  ``AttentionMask.bias`` (needed when a [CLS] token attends to every atom); described as an
+  edge list (``AttentionMask(edges=EdgeList(...))``, :mod:`suite.edge_list`) the same
+  attention runs over ``edge_index`` with PyG's sparse ``softmax`` and ``scatter``, so memory
+  and time grow with edges, not nodes^2 - on one large graph (Cora, polblogs) and on pooled
+  batches of molecules alike.
 - ``full``: every node attends to every node of its graph; structure enters as positional
   encodings (Laplacian eigenvectors / random-walk return probabilities, added to the node
   vectors) and as a Graphormer-style bias :math:`b^h_{\\phi(i,j)}` learned per head for each
@@ -28,7 +29,6 @@ node) or by mean/sum pooling; node-level outputs are the node vectors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -41,13 +41,13 @@ from torch_geometric.utils import (
     add_self_loops,
     remove_self_loops,
     scatter,
-    softmax,
     to_dense_adj,
     to_dense_batch,
 )
 
-from suite.attention import AttentionMask, MultiHeadAttention
+from suite.attention import AttentionMask
 from suite.blocks import LayerConfig, TransformerEncoder
+from suite.edge_list import EdgeList
 from tasks.graph.structure import dense_spd
 
 Readout = Literal["cls", "mean", "sum"]
@@ -85,8 +85,8 @@ class NodeEncoder(nn.Module):
         input_dropout: dropout on float features (Cora's sparse bag of words overfits).
         normalise_features: LayerNorm on the float features' embedding. Global attention
             (``full``, GPS) needs it: early layers add the same all-node average to every node, and
-            Cora's row-normalised word vectors embed at ~0.01 - the node's own signal drowned
-            (outputs varied 0.004 across nodes at initialisation and training collapsed).
+            Cora's row-normalised word vectors embed tiny - the node's own signal drowns
+            (outputs barely vary across nodes at initialisation and training collapses).
         flip_pe_signs: flip each Laplacian eigenvector's sign at random per graph while
             training (eigenvectors are defined up to sign; molecules see many graphs).
     """
@@ -115,52 +115,6 @@ class NodeEncoder(nn.Module):
                 pe = pe * (2 * signs - 1)[batch.batch]
             h = h + self.pe(pe)
         return h
-
-
-def edge_list_attention(attention: MultiHeadAttention, x: Tensor, edge_index: Tensor,
-                        bias: Tensor | None = None, edge_kv: Tensor | None = None
-                        ) -> tuple[Tensor, Tensor]:
-    """The core's multi-head attention restricted to edges, computed over the edge list.
-
-    .. math::
-        \\alpha_{ji} = \\operatorname{softmax}_{j \\to i}\\Big(\\frac{(W^Q x_i)^\\top
-        (W^K x_j + e_{ji})}{\\sqrt{d_k}} + b_{ji}\\Big), \\qquad
-        x_i' = W^O \\big\\Vert_h \\sum_{j \\to i} \\alpha_{ji} (W^V x_j + e_{ji})
-
-    Uses ``attention``'s own W^Q, W^K, W^V, W^O and dropout. Without ``edge_kv`` (e = 0) it
-    is the same function as ``attention(x, mask=AttentionMask(allowed=A^T, bias=b))`` on the
-    dense adjacency A, at O(E) memory. With it, each edge's own vector joins the key and the
-    value (as in TransformerConv's ``edge_dim``): the message from j says which bond it came
-    over, not only how much it weighs - something no per-pair mask or bias can express.
-    A node with no incoming edge gets zeros, as in the core.
-
-    Args:
-        attention: the layer whose parameters are used (no rotary encoding).
-        x: ``(N, D)`` node vectors.
-        edge_index: ``(2, E)``, messages flow ``edge_index[0] -> edge_index[1]``
-            (key/value from the source, query at the target).
-        bias: ``(E, heads)`` added to the logits, or None.
-        edge_kv: ``(E, D)`` added to each edge's key and value, or None.
-
-    Returns:
-        ``(N, D)`` output and the attention weights ``(E, heads)``.
-    """
-    n, heads, head_dim = x.shape[0], attention.num_heads, attention.head_dim
-    src, dst = edge_index
-    q = attention.q_proj(x).view(n, heads, head_dim)
-    k = attention.k_proj(x).view(n, heads, head_dim)[src]  # (E, H, head_dim)
-    v = attention.v_proj(x).view(n, heads, head_dim)[src]
-    if edge_kv is not None:
-        edge_kv = edge_kv.to(k.dtype).view(-1, heads, head_dim)
-        k, v = k + edge_kv, v + edge_kv
-    scores = (q[dst] * k).sum(-1).float() / math.sqrt(head_dim)  # (E, H)
-    if bias is not None:
-        scores = scores + bias
-    weights = softmax(scores, dst, num_nodes=n)  # (E, H), sums to 1 over each target's edges
-    dropped = F.dropout(weights, attention.dropout, attention.training)
-    messages = dropped.to(v.dtype)[..., None] * v  # (E, H, head_dim)
-    out = scatter(messages, dst, dim=0, dim_size=n, reduce="sum")  # (N, H, head_dim)
-    return attention.out_proj(out.reshape(n, heads * head_dim)), weights
 
 
 def with_self_loops(edge_index: Tensor, num_nodes: int, *edge_values: Tensor
@@ -234,9 +188,8 @@ class GraphTransformer(nn.Module):
 
     Args:
         attention: ``edge`` (neighbours + self) or ``full`` (all nodes, SPD-biased).
-        config: layer sizes for the core's encoder layers.
-        depth: number of layers.
-        encoder: the node input encoder.
+        config: the core's encoder stack: its layers' sizes and their number.
+        node_encoder: the node input encoder.
         out_dim: outputs per graph (graph-level) or per node.
         graph_level: predict one vector per graph (molecules) or per node.
         readout: ``cls`` (virtual node), ``mean`` or ``sum`` for graph-level outputs.
@@ -249,13 +202,13 @@ class GraphTransformer(nn.Module):
         graph_features: width of ``batch.descriptors`` read beside the graph vector
             (:class:`PredictionHead`); graph-level only.
         bond_messages: each layer also embeds the bond features into a vector added to the
-            key and value of every edge (:func:`edge_list_attention`'s ``edge_kv``); needs the
-            edge-list path and bond features.
+            key and value of every edge (:class:`suite.edge_list.EdgeList`'s ``kv``); needs
+            the edge-list path and bond features.
     """
 
-    def __init__(self, attention: Literal["edge", "full"], config: LayerConfig, depth: int,
-                 encoder: NodeEncoder, out_dim: int, graph_level: bool, readout: Readout = "cls",
-                 bond_feature_dims: Sequence[int] = (), spd_max: int = 0,
+    def __init__(self, attention: Literal["edge", "full"], *, config: LayerConfig,
+                 node_encoder: NodeEncoder, out_dim: int, graph_level: bool,
+                 readout: Readout = "cls", bond_feature_dims: Sequence[int] = (), spd_max: int = 0,
                  edge_list: bool = False, propagation_steps: int = 0,
                  teleport: float = 0.1, graph_features: int = 0,
                  bond_messages: bool = False) -> None:
@@ -278,12 +231,12 @@ class GraphTransformer(nn.Module):
         self.edge_list = edge_list
         self.propagation_steps, self.teleport = propagation_steps, teleport
         heads = config.num_heads
-        self.encoder = encoder
-        self.stack = TransformerEncoder(config, depth)
+        self.encoder = node_encoder
+        self.stack = TransformerEncoder(config)
         self.bond_bias = (CategoricalEmbedding(bond_feature_dims, heads, init_std=0.02)
                           if bond_feature_dims else None)
         self.bond_messages = nn.ModuleList(
-            CategoricalEmbedding(bond_feature_dims, config.dim) for _ in range(depth)
+            CategoricalEmbedding(bond_feature_dims, config.dim) for _ in range(config.depth)
         ) if bond_messages else None
         self.spd_bias = nn.Embedding(spd_max + 1, heads) if attention == "full" else None
         if self.spd_bias is not None:
@@ -304,7 +257,8 @@ class GraphTransformer(nn.Module):
             if self.graph_level and not self.use_cls:
                 h = pool(h, batch.batch, self.readout, batch.num_graphs)
             return self.head(h, batch), maps
-        h, edge_index, maps = self._edge_list(h, batch, edge_bias)
+        h, edge_index, maps = self._edge_list(h, batch, edge_bias,
+                                              need_weights or self.propagation_steps > 0)
         if self.graph_level:
             h = pool(h, batch.batch, self.readout, batch.num_graphs)
         out = self.head(h, batch)
@@ -313,25 +267,19 @@ class GraphTransformer(nn.Module):
                             self.teleport)
         return out, maps if need_weights else []
 
-    def _edge_list(self, h: Tensor, batch: Batch, edge_bias: Tensor | None
-                   ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """The stack over ``batch``'s edges plus self-loops: node vectors, that edge index
-        and each layer's weights ``(E + N, H)``."""
+    def _edge_list(self, h: Tensor, batch: Batch, edge_bias: Tensor | None,
+                   need_weights: bool) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """The stack over ``batch``'s edges plus self-loops (the batch as one graph): node
+        vectors ``(N, D)``, that edge index and, if asked, each layer's weights ``(E + N, H)``."""
         values = [] if edge_bias is None else [edge_bias]
         if self.bond_messages is not None:
             values += [embed(batch.edge_attr) for embed in self.bond_messages]  # (E, D) each
         edge_index, values = with_self_loops(batch.edge_index, h.shape[0], *values)
         bias = values.pop(0) if edge_bias is not None else None
-        edge_kvs = values or [None] * len(self.stack.layers)
-        maps = []
-        for layer, edge_kv in zip(self.stack.layers, edge_kvs, strict=True):
-            # the core's EncoderLayer, attention over edges
-            h, weights = layer.attention_block(
-                h, lambda x, layer=layer, edge_kv=edge_kv: edge_list_attention(
-                    layer.attention, x, edge_index, bias, edge_kv))
-            h, _ = layer.ffn_block(h, lambda x, layer=layer: (layer.ffn(x), None))
-            maps.append(weights)
-        return self.stack.norm(h), edge_index, maps
+        kvs = values or [None] * len(self.stack.layers)  # each layer's own bond messages
+        masks = [AttentionMask(edges=EdgeList(edge_index, bias, kv)) for kv in kvs]
+        h, maps = self.stack(h[None], masks, need_weights)  # (1, N, D)
+        return h[0], edge_index, maps
 
     def _dense(self, h: Tensor, batch: Batch, edge_bias: Tensor | None, need_weights: bool
                ) -> tuple[Tensor, list[Tensor]]:

@@ -1,9 +1,10 @@
 """Graph TaskModule: molecule property regression/classification and node classification.
 
-One module serves every data set: the network's input and output sizes, the task, the target
-standardisation and the structure encodings come from the data module when training starts
-and are saved in the checkpoint (hyper-parameter ``data_info`` and the ``target_mean``/
-``target_std`` buffers), so ``load_from_checkpoint`` alone can predict for a user's SMILES.
+One module serves every data set: the network's input and output sizes, the task and the
+structure encodings come from the data module (``data_info``, linked by the CLI), the target
+and descriptor standardisation from its training set once it is read (:meth:`setup`); all are
+saved in the checkpoint (hyper-parameter ``data_info`` and the ``target_mean``/``target_std``
+buffers), so ``load_from_checkpoint`` alone can predict for a user's SMILES.
 
 Losses: MSE on standardised targets (regression), cross-entropy (classification, node
 labels). Metrics (torchmetrics): RMSE and MAE in original units; ROC-AUC and accuracy;
@@ -24,9 +25,9 @@ from torchmetrics import MeanAbsoluteError, MeanSquaredError
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassAccuracy
 
 from suite.blocks import LayerConfig
-from suite.data import DataError
+from suite.errors import DataError
 from suite.module import Stage, TaskModule
-from tasks.graph.data import GraphDataModule
+from tasks.graph.data import DATA_KEYS, GraphDataModule
 from tasks.graph.model import GraphTransformer, NodeEncoder
 from tasks.graph.peers import PEERS, PeerGNN
 
@@ -34,32 +35,24 @@ MODELS = ("edge", "full", *PEERS)
 GLOBAL_ATTENTION = ("full", "gps")
 """Models in which every node attends to every node: their float-feature embeddings are
 layer-normalised (:class:`NodeEncoder`'s ``normalise_features``)."""
-DATA_KEYS = ("dataset", "split", "seed", "pe", "pe_dim", "spd", "spd_max", "descriptors")
-
-
-def data_info(dm: GraphDataModule) -> dict[str, Any]:
-    """What the network and ``predict`` need from the data module, as plain values."""
-    return {"task": dm.task, "num_classes": dm.num_classes,
-            "num_node_features": dm.num_node_features,
-            "atom_feature_dims": list(dm.atom_feature_dims),
-            "bond_feature_dims": list(dm.bond_feature_dims), "pe_attr": dm.pe_attr,
-            "num_graph_features": dm.num_graph_features,
-            "descriptor_mean": dm.descriptor_mean, "descriptor_std": dm.descriptor_std,
-            **{key: getattr(dm, key) for key in DATA_KEYS}}
+ENCODER = LayerConfig(dim=64, depth=4, ffn_dim=128)
+"""The graph head's default network size (``--model.encoder.*``)."""
 
 
 class GraphModule(TaskModule):
     """Graph attention (``edge``/``full``) or a PyG peer on molecules or node tasks.
 
     Args:
+        data_info: what the network is built for (:attr:`GraphDataModule.data_info`), linked
+            from the data module; a checkpoint's also holds the descriptor standardisation.
         model: ``edge``, ``full`` (ours) or ``gat``, ``transformer_conv``, ``gps`` (PyG).
-        dim, depth, num_heads, ffn_dim: network size (``ffn_dim`` for ours only).
-        dropout: residual/FFN/head dropout; ``attention_dropout``: on attention weights.
+        encoder: the network's size - width, depth, heads, FFN width (ours only), dropout
+            (residual, FFN, head) and attention dropout - for ours and the PyG peers alike.
         input_dropout: dropout on float node features (node tasks).
         structure_lr_scale: learning-rate multiple for the shortest-path-distance bias
             (``full``). A node task takes one step per epoch, so at the base rate the bias
-            moves ~0.3 in 100 steps - far from the ~+3 that focuses attention on nearby
-            nodes among 2,708 (Cora; 40x got there in 20 steps). Molecules keep 1.
+            moves too little to focus attention on nearby nodes among thousands (Cora)
+            within a run. Molecules keep 1.
         readout: ``cls`` (ours only), ``mean`` or ``sum`` for graph-level outputs.
         propagation_steps: node tasks with ``edge`` attention: rounds of personalised
             propagation of the outputs along the last layer's attention weights
@@ -68,71 +61,61 @@ class GraphModule(TaskModule):
         attention_impl: ``auto``, ``dense`` or ``edge_list`` (``edge`` attention only).
             ``auto`` takes the edge list for ``edge`` attention unless a [CLS] token reads
             the molecule out (it attends to every atom, which only the dense mask can say):
-            a padded batch of molecules costs O(B * N_max^2), the edge list O(E), and it
-            trained 2.1x (Lipophilicity), 2.4x (ESOL) and 4.3x (B3DB, up to 130+ atoms)
-            faster on one core.
+            a padded batch of molecules costs O(B * N_max^2), the edge list O(E), so it
+            trains faster, the more so the bigger the molecules.
         bond_messages: ``edge`` attention on the edge list: each layer adds an embedding of
             the bond features to every edge's key and value
-            (:func:`tasks.graph.model.edge_list_attention`), not only a bias to its logit.
-            None (default) = wherever that applies (molecules read out by mean/sum pooling).
-            Measured in graph_attention (edge, 3 seeds): with bond messages ESOL 0.608,
-            FreeSolv 0.923, B3DB ROC-AUC 0.927 (bit-reproducible runs), Lipophilicity 0.656;
-            without them (earlier runs, whose schedule still read the clock) 0.595, 1.017,
-            0.927, 0.686. Only Lipophilicity's gain stands clear of the seeds' spread.
+            (:class:`suite.edge_list.EdgeList`'s ``kv``), not only a bias to its logit.
+            None (default) = wherever that applies (molecules read out by mean/sum pooling);
+            reports/graph_attention has the molecule rows with them.
         show_smiles: the molecule whose attention is drawn after testing (default: the
             first test molecule with at least 12 atoms).
         threads: torch intra-op threads while training/testing (0 = leave as is). Graph
-            batches are many small ops for which a thread pool only contends: one thread ran
-            ESOL 10x faster than two on the shared 2-core CPU.
-        data_info: filled from the data module at setup and saved in the checkpoint.
+            batches are many small ops for which a thread pool only contends, so one thread
+            runs faster than two on a shared 2-core CPU.
         **kwargs: optimiser arguments of :class:`suite.module.TaskModule`.
 
-    The checkpoint is chosen by ``val/loss`` for every task: the task is only known once the
-    data module is attached, after the CLI has built the checkpoint callback, and validation
-    loss ranks like RMSE for regression.
+    The head's checkpoint metric is ``val/loss``, one that every task logs; for regression
+    it ranks like RMSE.
     """
 
-    monitor = ("val/loss", "min")
-
-    def __init__(self, model: Literal["edge", "full", "gat", "transformer_conv", "gps"] = "edge",
-                 dim: int = 64, depth: int = 4, num_heads: int = 4, ffn_dim: int = 128,
-                 dropout: float = 0.1, attention_dropout: float = 0.0,
-                 input_dropout: float = 0.0, structure_lr_scale: float = 1.0,
+    def __init__(self, data_info: dict[str, Any],
+                 model: Literal["edge", "full", "gat", "transformer_conv", "gps"] = "edge",
+                 encoder: LayerConfig = ENCODER, input_dropout: float = 0.0,
+                 structure_lr_scale: float = 1.0,
                  readout: Literal["cls", "mean", "sum"] = "mean",
                  propagation_steps: int = 0, teleport: float = 0.1,
                  attention_impl: Literal["auto", "dense", "edge_list"] = "auto",
                  bond_messages: bool | None = None, show_smiles: str | None = None,
-                 threads: int = 1,
-                 data_info: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
+                 threads: int = 1, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if model not in MODELS:
             raise ValueError(f"unknown graph model {model!r}; expected one of {MODELS}")
+        self.encoder = encoder
         self.register_buffer("target_mean", torch.zeros(()))
         self.register_buffer("target_std", torch.ones(()))
-        self.net: nn.Module | None = None
-        self.info: dict[str, Any] = {}
-        if data_info is not None:
-            self._build(data_info)
+        self.info = data_info
+        self.metrics = self._metrics(data_info["task"])
+        self.net = self._network(data_info)
 
     # ------------------------------------------------------------------ construction
     def setup(self, stage: str) -> None:
-        """Build the network for the attached data module (first call only) and take its
-        target standardisation."""
+        """Take the standardisation the data module computed from its training set, known
+        only once it is read: descriptors (into ``data_info``, saved for ``predict``) and
+        targets (into the buffers)."""
         dm = self.trainer.datamodule
         if self.hparams.threads:
             torch.set_num_threads(self.hparams.threads)
-        if self.net is None:
-            info = data_info(dm)
-            self.hparams["data_info"] = info
-            self._build(info)
+        self.info = {**self.info, "descriptor_mean": dm.descriptor_mean,
+                     "descriptor_std": dm.descriptor_std}
+        self.hparams["data_info"] = self.info
         if dm.task == "regression" and stage == "fit":
             self.target_mean.fill_(dm.target_mean)
             self.target_std.fill_(dm.target_std)
 
-    def _build(self, info: dict[str, Any]) -> None:
+    def _network(self, info: dict[str, Any]) -> nn.Module:
+        """Ours (:class:`GraphTransformer`) or a PyG peer, sized for the data in ``info``."""
         hp = self.hparams
-        self.info = info
         task = info["task"]
         molecules = task != "node"
         if hp.propagation_steps and hp.model != "edge":
@@ -143,32 +126,31 @@ class GraphModule(TaskModule):
                              f"not {hp.model!r}: set it to false")
         if hp.model == "full" and not info["spd"]:
             raise ValueError("model 'full' needs shortest-path distances: set data.spd=true")
-        encoder = NodeEncoder(
-            hp.dim, info["atom_feature_dims"], info["num_node_features"], info["pe_attr"],
+        c = self.encoder
+        nodes = NodeEncoder(
+            c.dim, info["atom_feature_dims"], info["num_node_features"], info["pe_attr"],
             info["pe_dim"], hp.input_dropout,
             flip_pe_signs=molecules and info["pe"] == "laplacian",
             normalise_features=hp.model in GLOBAL_ATTENTION)
         out_dim = 1 if task == "regression" else info["num_classes"]
-        self.metrics = self._metrics(task)
         if hp.model in PEERS:
-            self.net = PeerGNN(hp.model, hp.dim, hp.depth, hp.num_heads, hp.dropout,
-                               hp.attention_dropout, encoder, out_dim, molecules, hp.readout,
-                               info["bond_feature_dims"], info.get("num_graph_features", 0))
-            return
+            return PeerGNN(hp.model, dim=c.dim, depth=c.depth, heads=c.num_heads,
+                           dropout=c.dropout, attention_dropout=c.attention_dropout,
+                           encoder=nodes, out_dim=out_dim, graph_level=molecules,
+                           readout=hp.readout, bond_feature_dims=info["bond_feature_dims"],
+                           graph_features=info.get("num_graph_features", 0))
         impl = hp.attention_impl
         if impl == "auto":
             cls_readout = molecules and hp.readout == "cls"
             impl = "edge_list" if hp.model == "edge" and not cls_readout else "dense"
-        config = LayerConfig(dim=hp.dim, num_heads=hp.num_heads, ffn_dim=hp.ffn_dim,
-                             dropout=hp.dropout, attention_dropout=hp.attention_dropout)
-        self.net = GraphTransformer(hp.model, config, hp.depth, encoder, out_dim, molecules,
-                                    hp.readout, info["bond_feature_dims"],
-                                    info["spd_max"] if info["spd"] else 0,
-                                    edge_list=impl == "edge_list",
-                                    propagation_steps=hp.propagation_steps,
-                                    teleport=hp.teleport,
-                                    graph_features=info.get("num_graph_features", 0),
-                                    bond_messages=self._bond_messages(impl, info))
+        return GraphTransformer(hp.model, config=c, node_encoder=nodes, out_dim=out_dim,
+                                graph_level=molecules, readout=hp.readout,
+                                bond_feature_dims=info["bond_feature_dims"],
+                                spd_max=info["spd_max"] if info["spd"] else 0,
+                                edge_list=impl == "edge_list",
+                                propagation_steps=hp.propagation_steps, teleport=hp.teleport,
+                                graph_features=info.get("num_graph_features", 0),
+                                bond_messages=self._bond_messages(impl, info))
 
     def _bond_messages(self, impl: str, info: dict[str, Any]) -> bool:
         """``bond_messages``, with None resolved to: on the edge list and bonds to embed."""
@@ -246,7 +228,7 @@ class GraphModule(TaskModule):
     def on_test_epoch_end(self) -> None:
         if self.hparams.model not in ("edge", "full") or not self.trainer.is_global_zero:
             return
-        from tasks.graph.report import log_attention_figures
+        from tasks.graph.figures import log_attention_figures
 
         log_attention_figures(self, self.trainer.datamodule)
 
@@ -259,12 +241,12 @@ class GraphModule(TaskModule):
         dm.descriptor_std = self.info.get("descriptor_std", dm.descriptor_std)
         return dm
 
-    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
+    def predict_inputs(self, inputs: list[str], out: str | None = None) -> list[str]:
         """Molecules: one line per SMILES (property in original units, or class
         probability). Node tasks: the inputs are node indices (or ``all``) whose predicted
-        labels are printed; ``out=PATH`` writes every node's label to a CSV."""
+        labels are printed; ``out=PATH`` (``--out``) writes every node's label to a CSV."""
         if self.info["task"] == "node":
-            return self._predict_nodes(inputs, options.get("out"))
+            return self._predict_nodes(inputs, out)
         dm = self.prediction_data()
         graphs = [dm.graph_for_prediction(smiles) for smiles in inputs]  # DataError if bad
         batch = Batch.from_data_list(graphs).to(self.device)

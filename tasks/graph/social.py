@@ -25,17 +25,21 @@ from torch_geometric.datasets import KarateClub
 from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import degree, to_undirected
 
-from suite.data import DataError, DebianMember, PyPIMember, RemoteFile, fetch, split_indices
+from suite.data import DebianMember, PyPIMember, RemoteFile, fetch, split_indices
+from suite.errors import DataError
 
-_CORA = "graphdatascience/resources/cora/"
-CORA_NODES = RemoteFile(
-    "graph/cora/cora_nodes.parquet",
-    "c54c0625af98570287dcb25e9f29e0b229948352a8de1dbf202fa39f36bfe591",
-    (PyPIMember("graphdatascience", "2.2", _CORA + "cora_nodes.parquet.gzip"),))
-CORA_RELS = RemoteFile(
-    "graph/cora/cora_rels.parquet",
-    "e0059f81e607c0262e93fbe3c77950b06098dab167f0071cba97a82c9440ca01",
-    (PyPIMember("graphdatascience", "2.2", _CORA + "cora_rels.parquet.gzip"),))
+
+def _cora_table(table: str, sha256: str) -> RemoteFile:
+    """One of Cora's two tables (``nodes``, ``rels``), as the graphdatascience wheel ships it."""
+    member = f"graphdatascience/resources/cora/cora_{table}.parquet.gzip"
+    return RemoteFile(f"graph/cora/cora_{table}.parquet", sha256,
+                      (PyPIMember("graphdatascience", "2.2", member),))
+
+
+CORA_NODES = _cora_table(
+    "nodes", "c54c0625af98570287dcb25e9f29e0b229948352a8de1dbf202fa39f36bfe591")
+CORA_RELS = _cora_table(
+    "rels", "e0059f81e607c0262e93fbe3c77950b06098dab167f0071cba97a82c9440ca01")
 POLBLOGS = RemoteFile(
     "graph/polblogs/polblogs.gt.gz",
     "3e6a876e6506a1b105700186d7ac2b909fbb7b36654526f1c7b64f511b055aa6",

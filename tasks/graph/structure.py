@@ -76,8 +76,8 @@ def dense_spd(spd: Tensor, ptr: Tensor, pad: int = 0) -> Tensor:
 def positional_encodings(graphs: Sequence[Data], kind: str, dim: int) -> list[Tensor]:
     """``(N_i, dim)`` float32 Laplacian-eigenvector or random-walk encodings, one per graph.
 
-    Both match PyG's transforms; applied graph by graph those took minutes for B3DB's 7,800
-    molecules here, so this batches them. Random walk: ``AddRandomWalkPE`` (return probability
+    Both match PyG's transforms; applied graph by graph those are slow on thousands of
+    molecules, so this batches them. Random walk: ``AddRandomWalkPE`` (return probability
     after 1..dim steps) run once on the disjoint union, which is exact because walks never
     leave a component. Laplacian: the ``dim`` smallest non-trivial eigenvectors of the
     symmetric normalised Laplacian, as ``AddLaplacianEigenvectorPE``; graphs below PyG's

@@ -3,9 +3,13 @@
 The data are the Rotten Tomatoes sentences of Pang & Lee's movie-review set with the mean of
 ~20 human ratings each (from the vaderSentiment sdist, see ``tasks.sentiment.data``): binary
 polarity by default, five classes from the mean rating as the harder variant. A TF-IDF +
-logistic-regression baseline (``tasks.sentiment.baseline``) is the number to beat. The CLI
-imports the classes named below only when the head is used.
+logistic-regression baseline (``experiments.sentiment.baselines``) is the number to beat.
 """
 
-MODULE = "tasks.sentiment.module.SentimentModule"
-DATAMODULE = "tasks.sentiment.data.SentimentDataModule"
+from suite.head import Head
+
+HEAD = Head("sentiment", "sentence sentiment: a Transformer encoder over subword tokens",
+            module="SentimentModule", datamodule="SentimentDataModule", monitor=("val/acc", "max"),
+            # the classifier, embedding, positions and lexicon prior are sized for the data served
+            links=(("data.classes", "model.classes"), ("data.vocab_size", "model.vocab_size"),
+                   ("data.max_length", "model.max_length"), ("data.lexicon", "model.lexicon")))

@@ -33,6 +33,7 @@ from suite.data import (
     fetch,
     pad_sequences,
     split_indices,
+    text_lines,
 )
 from tasks.sentiment.lexicon import fetch_lexicon, load_lexicon, word_valence
 
@@ -81,16 +82,10 @@ def read_ratings(path: Path) -> tuple[list[str], list[float]]:
     web pages are unescaped. A sentence that occurs twice is kept once (first rating), so the
     same text can never sit in both train and test.
     """
-    try:
-        lines = Path(path).read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from err
     texts: list[str] = []
     scores: list[float] = []
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path):
         fields = line.split("\t")
         if len(fields) != 3:
             raise DataError(f"{path}:{number}: expected 'id<TAB>score<TAB>text', "
@@ -245,9 +240,8 @@ class LengthBucketSampler(Sampler[list[int]]):
 
     Each epoch the indices are shuffled, cut into pools of ``pool_batches`` batches, each pool
     is sorted by length and cut into batches, and the batches are shuffled: batches stay
-    random in content and order, but a batch's sentences are of similar length (on this set
-    padding falls from about half of every batch to a few percent). Seeded; the epoch count
-    advances the permutation.
+    random in content and order, but a batch's sentences are of similar length. Seeded; the
+    epoch count advances the permutation.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int,
@@ -284,9 +278,10 @@ class SentimentDataModule(pl.LightningDataModule):
     cut to ``max_length`` tokens including ``[CLS]``. ``valence`` is ``(B, T)`` float: each
     token's word valence from the VADER lexicon in [-1, 1], 0 at ``[CLS]``, on words the
     lexicon lacks and on padding. ``vocab_size`` is the size of the embedding the model needs
-    (every id is below it), known before :meth:`setup` so the CLI can link it into the model's
-    arguments. The tokenizer is part of :meth:`state_dict`, so Lightning stores it in every
-    checkpoint and restores it with the weights.
+    (every id is below it), known before :meth:`setup`: the CLI links it, ``classes``,
+    ``max_length`` and ``lexicon`` into the model's arguments. The tokenizer is part of
+    :meth:`state_dict`, so Lightning stores it in every checkpoint and restores it with the
+    weights.
     """
 
     def __init__(self, classes: Literal[2, 5] = 2, vocab_size: int = 8000,
@@ -302,18 +297,11 @@ class SentimentDataModule(pl.LightningDataModule):
             raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), "
                              f"got {fold}")
         self.save_hyperparameters()
-        self.classes = classes
-        self.vocab_size = vocab_size
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.seed = seed
-        self.fold = fold
-        self.num_folds = num_folds
-        self.num_workers = num_workers
-        self.lexicon = lexicon
+        self.classes, self.vocab_size, self.max_length = classes, vocab_size, max_length
+        self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
+        self.fold, self.num_folds, self.lexicon = fold, num_folds, lexicon
         self.valence_table: dict[str, float] | None = None  # read on first use
-        self.pad_id = PAD_ID
-        self.cls_id = CLS_ID
+        self.pad_id, self.cls_id = PAD_ID, CLS_ID
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, LabelledTexts] = {}
         # Run summaries and W&B tags name the data set by ``hparams.dataset``.

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tokenizers import Encoding
 
-from suite.data import DataError, PyPIMember, RemoteFile, URLMember, fetch
+from suite.data import PyPIMember, RemoteFile, URLMember, fetch, text_lines
+from suite.errors import DataError
 
 LEXICON_MEMBER = "vaderSentiment/vader_lexicon.txt"
 UPSTREAM_URL = f"https://github.com/cjhutto/vaderSentiment/raw/master/{LEXICON_MEMBER}"
@@ -46,14 +47,8 @@ def read_lexicon(path: Path) -> dict[str, float]:
     once (the file repeats a few, and lower-casing merges ``:D`` with ``:d``) gets the mean of
     its ratings. A line without a numeric mean in -4..4 raises :class:`DataError` naming it.
     """
-    try:
-        lines = Path(path).read_bytes().decode("utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err})") from err
     ratings: dict[str, list[float]] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in text_lines(path):
         fields = line.split("\t")
         try:
             mean = float(fields[1]) if len(fields) == 4 and fields[0] else None

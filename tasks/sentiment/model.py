@@ -66,20 +66,21 @@ class SentimentTransformer(nn.Module):
     Args:
         vocab_size: embedding rows (every token id is below it).
         num_classes: output classes.
-        config: the encoder layers' sizes and dropouts.
-        depth: number of encoder layers.
+        config: the encoder's size and dropouts (its ``dropout`` also applies to the
+            embeddings and before the classifier).
         pool: ``cls``, ``mean`` or ``meanmax`` (see :func:`pool_sequence`).
         positions: ``sinusoidal`` (fixed) or ``learned`` (one vector per position).
         max_length: longest sequence the learned positions cover.
         word_dropout: probability of zeroing a token's embedding while training.
         pad_id: id of ``[PAD]`` (its embedding row is kept at zero).
         lexicon: add the lexicon prior; ``forward``/``encode`` then need ``valence``.
+
+    The keyword arguments have no defaults here: the head's module declares them.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, depth: int,
-                 pool: Pool = "cls", positions: Positions = "sinusoidal",
-                 max_length: int = 128, word_dropout: float = 0.0, pad_id: int = 0,
-                 lexicon: bool = False) -> None:
+    def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, *, pool: Pool,
+                 positions: Positions, max_length: int, word_dropout: float, pad_id: int,
+                 lexicon: bool) -> None:
         super().__init__()
         if pool not in ("cls", "mean", "meanmax"):
             raise ValueError(f"unknown pool {pool!r}; expected cls, mean or meanmax")
@@ -101,7 +102,7 @@ class SentimentTransformer(nn.Module):
         else:
             self.positions = SinusoidalPositionalEncoding(config.dim, max_length,
                                                           config.dropout)
-        self.encoder = TransformerEncoder(config, depth)
+        self.encoder = TransformerEncoder(config)
         pooled = 2 * config.dim if pool == "meanmax" else config.dim
         self.classifier = nn.Sequential(nn.Dropout(config.dropout),
                                         nn.Linear(pooled, num_classes))

@@ -10,9 +10,10 @@ fraction of the word tokens is replaced by ``[UNK]`` and the encoder must recove
 context as well as classify the sentence - self-supervision on the same training text, so the
 model stays "from scratch" (no outside data or weights).
 
-With ``lexicon=True`` (and ``--data.lexicon=true``) each token's embedding also gets its word's
-human-rated valence from the VADER lexicon: outside data, but ratings by people, not pretrained
-weights. A word masked for the MLM loss keeps its valence, as a word-dropped one does.
+With ``--data.lexicon=true`` (linked to the model's ``lexicon``) each token's embedding also
+gets its word's human-rated valence from the VADER lexicon: outside data, but ratings by people,
+not pretrained weights. A word masked for the MLM loss keeps its valence, as a word-dropped one
+does.
 """
 
 from __future__ import annotations
@@ -22,18 +23,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torch import Tensor
 
 from suite.blocks import LayerConfig
-from suite.data import DataError
-from suite.logging import confusion_figure, log_figure, log_table
-from suite.module import Stage, TaskModule
+from suite.errors import DataError
+from suite.logging import log_figure, log_table
+from suite.module import ClassificationMetrics, Stage, TaskModule
 from tasks.sentiment.data import CLASS_NAMES, PAD_ID, UNK_ID, SentimentDataModule
 from tasks.sentiment.model import (
     Pool,
@@ -44,6 +39,7 @@ from tasks.sentiment.model import (
 )
 
 Batch = dict[str, Tensor]
+ENCODER = LayerConfig(dim=128, depth=2, ffn_dim=256, attention_dropout=0.1)
 
 
 def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:
@@ -79,30 +75,28 @@ def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:
 class SentimentModule(TaskModule):
     """Sentence classification with :class:`tasks.sentiment.model.SentimentTransformer`.
 
+    ``classes``, ``vocab_size``, ``max_length`` and ``lexicon`` are the data module's, linked
+    (:data:`tasks.sentiment.HEAD`'s ``links``): a config sets them under ``data:`` only.
+
     Args:
         model: the variant's name in logs, run summaries and reports.
-        classes: 2 (polarity) or 5 (rating bins); must match ``--data.classes``.
-        vocab_size: embedding rows; at least the data module's ``vocab_size``.
-        max_length: longest input in tokens incl. [CLS]; at least ``--data.max_length``.
-        dim / depth / num_heads / ffn_dim: the encoder's size.
-        dropout: on embeddings, residual branches, the FFN and before the classifier.
-        attention_dropout: on attention weights.
+        classes: 2 (polarity) or 5 (rating bins).
+        vocab_size: embedding rows (every token id is below it).
+        max_length: longest input in tokens incl. [CLS].
+        encoder: the encoder's size and dropouts; its ``dropout`` also applies to the
+            embeddings and before the classifier.
         word_dropout: probability of zeroing a word's embedding while training.
         pool: ``cls``, ``mean`` or ``meanmax``.
         positions: ``sinusoidal`` or ``learned``.
         label_smoothing: cross-entropy label smoothing.
         mlm_weight: weight of the auxiliary masked-LM loss (0 = off).
         mlm_probability: fraction of word tokens masked for it.
-        lexicon: add the VADER lexicon prior to the token embeddings; must match
-            ``--data.lexicon``.
+        lexicon: add the VADER lexicon prior to the token embeddings.
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
-    monitor = ("val/acc", "max")
-
     def __init__(self, model: str = "transformer", classes: int = 2, vocab_size: int = 8000,
-                 max_length: int = 128, dim: int = 128, depth: int = 2, num_heads: int = 4,
-                 ffn_dim: int = 256, dropout: float = 0.1, attention_dropout: float = 0.1,
+                 max_length: int = 128, encoder: LayerConfig = ENCODER,
                  word_dropout: float = 0.1, pool: Pool = "cls",
                  positions: Positions = "sinusoidal", label_smoothing: float = 0.1,
                  mlm_weight: float = 0.0, mlm_probability: float = 0.15, lexicon: bool = False,
@@ -110,39 +104,21 @@ class SentimentModule(TaskModule):
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
-        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
-                             attention_dropout=attention_dropout)
-        self.model = SentimentTransformer(vocab_size, classes, config, depth, pool, positions,
-                                          max_length, word_dropout, PAD_ID, lexicon)
+        self.model = SentimentTransformer(vocab_size, classes, encoder, pool=pool,
+                                          positions=positions, max_length=max_length,
+                                          word_dropout=word_dropout, pad_id=PAD_ID,
+                                          lexicon=lexicon)
         self.class_names = list(CLASS_NAMES[classes])
         self.tokenizer_json: str | None = None
-        self.metrics = nn.ModuleDict({f"{stage}_metrics": MetricCollection(
-            {"acc": MulticlassAccuracy(classes, average="micro"),
-             "macro_f1": MulticlassF1Score(classes, average="macro")}, prefix=f"{stage}/")
-            for stage in ("train", "val", "test")})
-        self.confusion = MulticlassConfusionMatrix(classes)
+        self.metrics = ClassificationMetrics(classes)
         self._test_predictions: list[Tensor] = []
 
     # ------------------------------------------------------------------ data and checkpoint
     def setup(self, stage: str) -> None:
-        """Check the data module against the model's shape and take over its tokenizer."""
+        """Take over the data module's tokenizer (learned in its own ``setup``, after the links
+        were applied, so it cannot be linked)."""
         data = getattr(self.trainer, "datamodule", None)
-        if not isinstance(data, SentimentDataModule):
-            return
-        hp = self.hparams
-        problems = [f"--model.{key}={ours} vs --data.{key}={theirs}" for key, ours, theirs in (
-            ("classes", hp.classes, data.classes),
-            ("vocab_size", hp.vocab_size, max(hp.vocab_size, data.vocab_size)),
-            ("max_length", hp.max_length, max(hp.max_length, data.max_length)),
-            ("lexicon", hp.lexicon, data.lexicon))
-            if ours != theirs]
-        if problems:
-            from suite.cli import UsageError
-
-            raise UsageError("the model does not fit the data (" + "; ".join(problems)
-                             + "): the model needs the same classes and lexicon setting and "
-                             "at least the data's vocab_size and max_length")
-        if data.tokenizer is not None:
+        if isinstance(data, SentimentDataModule) and data.tokenizer is not None:
             self.tokenizer_json = data.tokenizer.to_str()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -192,12 +168,8 @@ class SentimentModule(TaskModule):
             loss = loss + self.hparams.mlm_weight * mlm_loss
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, on_epoch=True,
                  on_step=stage == "train")
-        metrics = self.metrics[f"{stage}_metrics"]  # "train" itself is a Module method
-        metrics.update(logits.detach(), labels)
-        self.log_dict(metrics, prog_bar=stage != "train", batch_size=n, on_epoch=True,
-                      on_step=False)
+        self.metrics.log_batch(self, stage, logits, labels, n)
         if stage == "test":
-            self.confusion.update(logits.detach(), labels)
             self._test_predictions.append(logits.detach().float().softmax(-1).cpu())
         return loss
 
@@ -206,10 +178,7 @@ class SentimentModule(TaskModule):
         self._test_predictions = []
 
     def on_test_epoch_end(self) -> None:
-        matrix = self.confusion.compute().cpu()  # (true, predicted)
-        self.confusion.reset()
-        log_figure(self, "test/confusion_matrix",
-                   confusion_figure(matrix, self.class_names, str(self.hparams.model)))
+        self.metrics.log_confusion(self, self.class_names)
         data = getattr(self.trainer, "datamodule", None)
         if not isinstance(data, SentimentDataModule) or not data.splits:
             return
@@ -251,7 +220,7 @@ class SentimentModule(TaskModule):
         log_figure(self, "test/cls_attention", cls_attention_figure(rows))
 
     # ------------------------------------------------------------------ predict
-    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
+    def predict_inputs(self, inputs: list[str]) -> list[str]:
         """``label<TAB>probability<TAB>text`` per input. A text with no tokens stops the run
         with one :class:`DataError`; a text longer than ``max_length`` tokens is classified
         on its first tokens, with a notice on stderr."""

@@ -5,5 +5,8 @@ memory, and greedy generation with a key/value cache. It trains in seconds, so i
 head the core's CLI, distributed and experiment tests run.
 """
 
-MODULE = "tasks.seq2seq.module.Seq2SeqModule"
-DATAMODULE = "tasks.seq2seq.data.Seq2SeqDataModule"
+from suite.head import Head
+
+HEAD = Head("seq2seq", "sort or reverse digit strings: the smallest encoder-decoder",
+            module="Seq2SeqModule", datamodule="Seq2SeqDataModule",
+            monitor=("val/exact_match", "max"))

@@ -12,7 +12,8 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from suite.data import DataError, pad_sequences
+from suite.data import pad_sequences
+from suite.errors import DataError
 
 PAD, BOS, EOS, DIGIT0 = 0, 1, 2, 3
 VOCAB_SIZE = DIGIT0 + 10

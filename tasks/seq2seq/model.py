@@ -15,16 +15,16 @@ from suite.positional import SinusoidalPositionalEncoding
 class Seq2SeqTransformer(nn.Module):
     """Shared token embedding (scaled by sqrt(d) as in the paper) for source, target and the
     output projection; sinusoidal positions; encoder with key padding; causal decoder with
-    cross-attention to the memory."""
+    cross-attention to the memory. ``config`` sizes both stacks, as in the paper."""
 
-    def __init__(self, vocab_size: int, config: LayerConfig, depth: int) -> None:
+    def __init__(self, vocab_size: int, config: LayerConfig) -> None:
         super().__init__()
         self.dim = config.dim
         self.embedding = nn.Embedding(vocab_size, config.dim)
         nn.init.normal_(self.embedding.weight, std=config.dim**-0.5)
         self.positions = SinusoidalPositionalEncoding(config.dim, dropout=config.dropout)
-        self.encoder = TransformerEncoder(config, depth)
-        self.decoder = TransformerDecoder(config, depth)
+        self.encoder = TransformerEncoder(config)
+        self.decoder = TransformerDecoder(config)
         self.head = nn.Linear(config.dim, vocab_size, bias=False)
         self.head.weight = self.embedding.weight
 

@@ -24,17 +24,21 @@ def strip_eos(tokens: Tensor) -> list[list[int]]:
     return rows
 
 
+ENCODER = LayerConfig(dim=64, depth=2, ffn_dim=256)
+
+
 class Seq2SeqModule(TaskModule):
-    """Args: dim, depth, num_heads, ffn_dim, dropout - the Transformer's size; the optimiser
-    arguments are :class:`suite.module.TaskModule`'s."""
+    """Digit-string transduction with :class:`tasks.seq2seq.model.Seq2SeqTransformer`.
 
-    monitor = ("val/exact_match", "max")
+    Args:
+        encoder: the size of the encoder stack and of the decoder stack, which mirrors it
+            (``--model.encoder.depth=1``: one layer each).
+        The optimiser arguments are :class:`suite.module.TaskModule`'s.
+    """
 
-    def __init__(self, dim: int = 64, depth: int = 2, num_heads: int = 4, ffn_dim: int = 256,
-                 dropout: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, encoder: LayerConfig = ENCODER, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        config = LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout)
-        self.model = Seq2SeqTransformer(VOCAB_SIZE, config, depth)
+        self.model = Seq2SeqTransformer(VOCAB_SIZE, encoder)
         self.exact = {s: MeanMetric() for s in ("val", "test")}
         self._metrics = torch.nn.ModuleDict(self.exact)
 

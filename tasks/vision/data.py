@@ -1,6 +1,6 @@
 """Vision data sets, held in memory as uint8 tensors and served a whole batch at a time.
 
-Where each data set comes from (see DATA.md; every cached file is sha256- or md5-checked):
+Where each data set comes from (:func:`prepare`; every cached file is sha256- or md5-checked):
 
 - ``fashion-mnist`` (default): 60,000 train / 10,000 test, 28x28 grey, 10 classes. The cache
   holds the four decoded IDX files, taken from the Debian package ``dataset-fashion-mnist`` or,
@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,6 +41,7 @@ from suite.data import (
     DebianMember,
     PyPIMember,
     RemoteFile,
+    SplitDataModule,
     URLMember,
     atomic_path,
     balanced_subset,
@@ -332,7 +332,7 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
                       for chunk in images.split(4096)])
 
 
-class VisionDataModule(pl.LightningDataModule):
+class VisionDataModule(SplitDataModule):
     """Image classification data: a seeded class-balanced training subset and validation part.
 
     Batches are ``(images float (B, C, H, W) normalised, labels long (B,))``.
@@ -352,7 +352,9 @@ class VisionDataModule(pl.LightningDataModule):
                  val_size: int | None = None, batch_size: int = 128, num_workers: int = 0,
                  augment: bool = True, seed: int = 0, image_size: int | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # the model records the size served (linked); this one, None for "native", would
+        # disagree with it where Lightning merges the two records
+        self.save_hyperparameters(ignore="image_size")
         self.info = DATASETS[_check_name(dataset)]
         self.dataset, self.train_size, self.seed = dataset, train_size, seed
         self.val_size = self.info.val_size if val_size is None else val_size
@@ -362,36 +364,24 @@ class VisionDataModule(pl.LightningDataModule):
         self.in_channels = self.info.in_channels
         self.image_size = image_size or self.info.image_size
         self.mean, self.std = self.info.mean, self.info.std
-        self.parts: dict[str, InMemoryImages] = {}
 
     def prepare_data(self) -> None:
         prepare(self.dataset)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.parts:
-            return
+    def build_parts(self) -> dict[str, InMemoryImages]:
         splits = load_splits(self.dataset)
         train, val = carve_splits(splits.train_labels, self.val_size, self.train_size, self.seed)
         images, labels = splits.train_images, splits.train_labels
-        for name, x, y in (("train", images[train], labels[train]),
-                           ("val", images[val], labels[val]),
-                           ("test", splits.test_images, splits.test_labels)):
-            self.parts[name] = InMemoryImages(_resize(x, self.image_size), y, self.info,
-                                              augment=self.augment and name == "train")
+        return {name: InMemoryImages(_resize(x, self.image_size), y, self.info,
+                                     augment=self.augment and name == "train")
+                for name, x, y in (("train", images[train], labels[train]),
+                                   ("val", images[val], labels[val]),
+                                   ("test", splits.test_images, splits.test_labels))}
 
-    def _loader(self, part: str) -> DataLoader:
+    def loader(self, part: str) -> DataLoader:
         return DataLoader(self.parts[part], batch_size=self.batch_size, shuffle=part == "train",
                           num_workers=self.num_workers, collate_fn=_keep_batch,
                           persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 # ----------------------------------------------------------------------------- user images

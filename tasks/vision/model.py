@@ -13,11 +13,16 @@ The lecture's view of an image as a *set of vectors*:
   banded path) lets each pixel see about one row above and below.
 - :class:`ResidualCNN` (``cnn``): a small ResNet-style CNN - local weight-shared filters.
 - :func:`resnet18_28` (``resnet18``): torchvision's ResNet-18 with a 3x3 stem and no max-pool.
+
+Each name is a variant (timm style): a family and the keyword arguments that make it, in
+:data:`VARIANTS`; :func:`create_model` builds one, a config's keywords overriding the variant's.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,6 @@ from suite.attention import AttentionMask
 from suite.blocks import LayerConfig, TransformerEncoder
 from suite.positional import PatchPositionalEncoding2D
 
-MODELS = ("vit", "vit-local", "pixel", "cnn", "resnet18")
 Pool = Literal["mean", "cls"]
 
 
@@ -56,28 +60,26 @@ class VisionTransformer(nn.Module):
 
     Args:
         image_size / in_channels / num_classes: the data's geometry.
+        encoder: the Transformer encoder's size.
         patch_size: side p of the square patches; the image side must be a multiple of p.
-        dim / depth / num_heads / ffn_dim / dropout: the encoder (:class:`LayerConfig`).
         pool: ``mean`` of the patch tokens or a learned ``cls`` token.
         local_kernel: k for k x k local attention (``vit-local``); None attends globally.
         learned_positions: learned 2-D position table instead of the fixed sinusoidal one.
     """
 
-    def __init__(self, image_size: int, in_channels: int, num_classes: int, patch_size: int = 4,
-                 dim: int = 128, depth: int = 6, num_heads: int = 4, ffn_dim: int = 256,
-                 dropout: float = 0.0, pool: Pool = "mean", local_kernel: int | None = None,
-                 learned_positions: bool = False) -> None:
+    def __init__(self, image_size: int, in_channels: int, num_classes: int,
+                 encoder: LayerConfig, patch_size: int = 4, pool: Pool = "mean",
+                 local_kernel: int | None = None, learned_positions: bool = False) -> None:
         super().__init__()
         if image_size % patch_size:
             raise ValueError(f"image size {image_size} is not a multiple of patch {patch_size}")
         side = image_size // patch_size
         self.grid = (side, side)
-        self.pool = pool
+        dim = encoder.dim
         self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
         self.positions = PatchPositionalEncoding2D(self.grid, dim, learned=learned_positions)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
-        self.encoder = TransformerEncoder(
-            LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout), depth)
+        self.encoder = TransformerEncoder(encoder)
         self.head = nn.Linear(dim, num_classes)
         allowed = None if local_kernel is None else local_patch_mask(
             self.grid, local_kernel, pool == "cls")
@@ -104,24 +106,22 @@ class PixelTransformer(nn.Module):
     """Self-attention over the pixels of an average-pooled image, each pixel one token.
 
     The image is pooled to ``grid x grid`` pixels; each pixel's channel vector is projected to
-    ``dim`` and given its 2-D position. Attention is a raster-order window of +- ``window``
+    ``encoder.dim`` and given its 2-D position. Attention is a raster-order window of +- ``window``
     tokens (default ``grid``: the pixel directly above and below and everything in between), so
     cost grows as O(HW * window) rather than O((HW)^2). Mean-pooled, then a linear head.
     """
 
-    def __init__(self, image_size: int, in_channels: int, num_classes: int, grid: int = 14,
-                 dim: int = 64, depth: int = 4, num_heads: int = 4, ffn_dim: int = 128,
-                 dropout: float = 0.0, window: int | None = None) -> None:
+    def __init__(self, image_size: int, in_channels: int, num_classes: int,
+                 encoder: LayerConfig, grid: int = 14, window: int | None = None) -> None:
         super().__init__()
         if image_size % grid:
             raise ValueError(f"image size {image_size} is not a multiple of the grid {grid}")
         self.pool = image_size // grid
         self.window = window or grid
-        self.embed = nn.Linear(in_channels, dim)
-        self.positions = PatchPositionalEncoding2D((grid, grid), dim)
-        self.encoder = TransformerEncoder(
-            LayerConfig(dim=dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout), depth)
-        self.head = nn.Linear(dim, num_classes)
+        self.embed = nn.Linear(in_channels, encoder.dim)
+        self.positions = PatchPositionalEncoding2D((grid, grid), encoder.dim)
+        self.encoder = TransformerEncoder(encoder)
+        self.head = nn.Linear(encoder.dim, num_classes)
         self.apply(_init_weights)
 
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
@@ -157,8 +157,7 @@ class ResidualCNN(nn.Module):
 
     Every filter sees a 3x3 window: the receptive field grows by 2 pixels per conv, the
     locality that :func:`local_patch_mask` gives self-attention. Weights and activations are
-    kept channels-last (NHWC), which oneDNN's bf16 CPU convolutions prefer (a training step
-    ~1.5x faster alone; ~1.1x in whole 5k/20k runs, where data and evaluation also count).
+    kept channels-last (NHWC), which oneDNN's bf16 CPU convolutions run faster.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...] = (32, 64, 128),
@@ -205,14 +204,16 @@ def resnet18_28(in_channels: int, num_classes: int) -> TorchvisionClassifier:
     return TorchvisionClassifier(net, channels_last=True)
 
 
-def torchvision_vit(image_size: int, in_channels: int, num_classes: int, patch_size: int,
-                    dim: int, depth: int, num_heads: int, ffn_dim: int) -> TorchvisionClassifier:
+def torchvision_vit(image_size: int, in_channels: int, num_classes: int, encoder: LayerConfig,
+                    patch_size: int = 4) -> TorchvisionClassifier:
     """``torchvision.models.VisionTransformer`` of the given size (class token, learned 1-D
     positions, fused in-projection), with its stem taking ``in_channels``: the throughput peer."""
     net = torchvision.models.VisionTransformer(
-        image_size=image_size, patch_size=patch_size, num_layers=depth, num_heads=num_heads,
-        hidden_dim=dim, mlp_dim=ffn_dim, num_classes=num_classes)
-    net.conv_proj = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        image_size=image_size, patch_size=patch_size, num_layers=encoder.depth,
+        num_heads=encoder.num_heads, hidden_dim=encoder.dim, mlp_dim=encoder.ffn_dim,
+        dropout=encoder.dropout, attention_dropout=encoder.attention_dropout,
+        num_classes=num_classes)
+    net.conv_proj = nn.Conv2d(in_channels, encoder.dim, patch_size, stride=patch_size)
     return TorchvisionClassifier(net)
 
 
@@ -224,21 +225,40 @@ def _init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build_model(name: str, image_size: int, in_channels: int, num_classes: int,
-                patch_size: int = 4, dim: int = 128, depth: int = 6, num_heads: int = 4,
-                ffn_dim: int = 256, dropout: float = 0.0, pool: Pool = "mean",
-                local_kernel: int = 3, pixel_grid: int = 14, pixel_window: int | None = None,
-                cnn_widths: tuple[int, ...] = (32, 64, 128), cnn_blocks: int = 1) -> nn.Module:
-    """One of :data:`MODELS` by name; every model maps images to ``(logits, maps)``."""
-    if name in ("vit", "vit-local"):
-        return VisionTransformer(image_size, in_channels, num_classes, patch_size, dim, depth,
-                                 num_heads, ffn_dim, dropout, pool,
-                                 local_kernel if name == "vit-local" else None)
-    if name == "pixel":
-        return PixelTransformer(image_size, in_channels, num_classes, pixel_grid, dim, depth,
-                                num_heads, ffn_dim, dropout, pixel_window)
-    if name == "cnn":
-        return ResidualCNN(in_channels, num_classes, tuple(cnn_widths), cnn_blocks, dropout)
-    if name == "resnet18":
-        return resnet18_28(in_channels, num_classes)
-    raise ValueError(f"unknown vision model {name!r}; expected one of: {', '.join(MODELS)}")
+# name -> (family, the keyword arguments that make the variant).
+VARIANTS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
+    "vit": (VisionTransformer, {}),
+    "vit-local": (VisionTransformer, {"local_kernel": 3}),
+    "pixel": (PixelTransformer, {}),
+    "cnn": (ResidualCNN, {}),
+    "resnet18": (resnet18_28, {}),
+}
+CNNS = (ResidualCNN, resnet18_28)
+
+
+def family_options(family: Callable[..., nn.Module]) -> list[str]:
+    """A family's options: its keyword arguments with defaults (the geometry has none)."""
+    return [p.name for p in inspect.signature(family).parameters.values()
+            if p.default is not p.empty]
+
+
+def create_model(name: str, image_size: int, in_channels: int, num_classes: int,
+                 encoder: LayerConfig, **options: Any) -> nn.Module:
+    """The variant ``name`` of :data:`VARIANTS` for the data's geometry, ``options`` overriding
+    its keyword arguments. Attention families take ``encoder``; the CNNs have none and take
+    any image size. Every model maps images to ``(logits, maps)``.
+
+    Raises ValueError naming the valid choices for an unknown variant or option.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"unknown vision model {name!r}; expected one of: {', '.join(VARIANTS)}")
+    family, kwargs = VARIANTS[name]
+    valid = family_options(family)
+    unknown = [key for key in options if key not in valid]
+    if unknown:
+        raise ValueError(f"{name} ({family.__name__}) takes no option {', '.join(unknown)}; "
+                         f"its options: {', '.join(valid) or 'none'}")
+    kwargs = {**kwargs, **options}
+    if family in CNNS:
+        return family(in_channels, num_classes, **kwargs)
+    return family(image_size, in_channels, num_classes, encoder, **kwargs)

@@ -13,25 +13,34 @@ row of the product is how much each input patch (or pixel) contributed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
+from torch import Tensor
 
-from suite.logging import confusion_figure, log_figure
-from suite.module import Stage, TaskModule
+from suite.blocks import LayerConfig
+from suite.errors import UsageError
+from suite.logging import log_figure
+from suite.module import ClassificationMetrics, Stage, TaskModule
 from tasks.vision.data import DATASETS, DatasetName, load_image_file
-from tasks.vision.model import MODELS, Pool, build_model
+from tasks.vision.model import PixelTransformer, VisionTransformer, create_model
 
-ATTENTION_MODELS = ("vit", "vit-local", "pixel")
+ENCODER = LayerConfig(dim=96, depth=6, ffn_dim=192, dropout=0.0)
+
+LEGACY_FLAT = ("patch_size", "pool", "local_kernel", "pixel_grid", "pixel_window", "cnn_widths",
+               "cnn_blocks", "channels_last")
+"""Init arguments of the checkpoints written before ``options``: family options and a no-op."""
+LEGACY_OPTIONS = {
+    "vit": {"patch_size": "patch_size", "pool": "pool"},
+    "vit-local": {"patch_size": "patch_size", "pool": "pool", "local_kernel": "local_kernel"},
+    "pixel": {"pixel_grid": "grid", "pixel_window": "window"},
+    "cnn": {"cnn_widths": "widths", "cnn_blocks": "blocks_per_stage", "dropout": "dropout"},
+    "resnet18": {},
+}
+"""Of those (and ``dropout``), the ones each variant read, by their ``options`` name."""
 
 
 def attention_rollout(maps: list[Tensor], cls_token: bool) -> Tensor:
@@ -48,54 +57,48 @@ def attention_rollout(maps: list[Tensor], cls_token: bool) -> Tensor:
 
 
 class VisionModule(TaskModule):
-    """Image classification with any of :data:`tasks.vision.model.MODELS`.
+    """Image classification with any variant of :data:`tasks.vision.model.VARIANTS`.
 
     Args:
         model: ``vit``, ``vit-local``, ``pixel``, ``cnn`` or ``resnet18``.
-        dataset: the data set the model is built for (classes, channels, image size); must
-            match ``--data.dataset``.
-        image_size: input side in pixels; None: the data set's own (28, or 32 for cifar10).
-        patch_size / dim / depth / num_heads / ffn_dim / dropout / pool: the Transformer
-            models' size (``pixel`` uses dim, depth, heads, ffn_dim and dropout).
-        local_kernel: the k of ``vit-local``'s k x k patch neighbourhood.
-        pixel_grid / pixel_window: ``pixel``'s downsampled side and raster window (None: grid).
-        cnn_widths / cnn_blocks: ``cnn``'s channels per stage and residual blocks per stage.
+        dataset: the data set the model is built for (classes, channels, normalisation);
+            linked from ``--data.dataset`` (:data:`tasks.vision.HEAD`'s ``links``).
+        image_size: input side in pixels, linked from the data module's; None (a module
+            built by hand): the data set's own (28, or 32 for cifar10).
+        encoder: the attention models' Transformer size (the CNNs have none).
+        options: keyword arguments of the variant's family, over the variant's own, e.g.
+            ``{patch_size: 7}`` (:class:`~tasks.vision.model.VisionTransformer`),
+            ``{grid: 14, window: 7}`` (``PixelTransformer``), ``{widths: [32, 64]}``
+            (``ResidualCNN``).
         label_smoothing: cross-entropy label smoothing.
-        channels_last: NHWC memory layout for the convolutional models (faster oneDNN kernels).
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
-    monitor = ("val/acc", "max")
-
     def __init__(self, model: str = "vit", dataset: DatasetName = "fashion-mnist",
-                 image_size: int | None = None, patch_size: int = 4, dim: int = 96,
-                 depth: int = 6, num_heads: int = 4, ffn_dim: int = 192, dropout: float = 0.0,
-                 pool: Pool = "mean", local_kernel: int = 3, pixel_grid: int = 14,
-                 pixel_window: int | None = None, cnn_widths: tuple[int, ...] = (32, 64, 128),
-                 cnn_blocks: int = 1, label_smoothing: float = 0.1, channels_last: bool = True,
+                 image_size: int | None = None, encoder: LayerConfig = ENCODER,
+                 options: dict[str, Any] | None = None, label_smoothing: float = 0.1,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if model not in MODELS:
-            raise ValueError(f"unknown vision model {model!r}; expected one of: "
-                             f"{', '.join(MODELS)}")
         info = DATASETS[dataset]
         self.image_size = image_size or info.image_size
         self.data_info = {"dataset": dataset, "class_names": list(info.class_names),
                           "mean": list(info.mean), "std": list(info.std),
                           "in_channels": info.in_channels, "image_size": self.image_size}
         num_classes = len(info.class_names)
-        self.model = build_model(model, self.image_size, info.in_channels, num_classes,
-                                 patch_size, dim, depth, num_heads, ffn_dim, dropout, pool,
-                                 local_kernel, pixel_grid, pixel_window, cnn_widths, cnn_blocks)
-        self.channels_last = channels_last and model in ("cnn", "resnet18")
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # ModuleDict keys may not shadow nn.Module attributes ("train"), hence "<stage>_".
-        self.metrics = nn.ModuleDict({f"{stage}_": MetricCollection(
-            {"acc": MulticlassAccuracy(num_classes, average="micro"),
-             "f1": MulticlassF1Score(num_classes, average="macro")}, prefix=f"{stage}/")
-            for stage in ("train", "val", "test")})
-        self.confusion = MulticlassConfusionMatrix(num_classes)
+        try:
+            self.model = create_model(model, self.image_size, info.in_channels, num_classes,
+                                      encoder, **(options or {}))
+        except ValueError as err:  # a variant, option or size the images do not allow
+            raise UsageError(f"--model: {err}") from err
+        self.metrics = ClassificationMetrics(num_classes)
+
+    @classmethod
+    def legacy_renames(cls, settings: Mapping[str, Any]) -> dict[str, str | None]:
+        """Family options were flat init arguments, each read only by the variants it applies
+        to (:data:`LEGACY_OPTIONS`); the others, and ``channels_last``, are dropped."""
+        used = LEGACY_OPTIONS.get(settings.get("model", "vit"), {})
+        return ({old: None for old in LEGACY_FLAT}
+                | {old: f"options.{new}" for old, new in used.items()})
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -104,24 +107,9 @@ class VisionModule(TaskModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.data_info = dict(checkpoint.get("vision_data", self.data_info))
 
-    def setup(self, stage: str) -> None:
-        """Refuse a data module whose images are not the ones the model was built for."""
-        data = getattr(self.trainer, "datamodule", None)
-        if data is None:
-            return
-        ours = (self.data_info["dataset"], self.image_size)
-        if (data.dataset, data.image_size) != ours:
-            from suite.cli import UsageError
-
-            raise UsageError(f"the model is built for {ours[0]} at {ours[1]}px but the data is "
-                             f"{data.dataset} at {data.image_size}px; set --model.dataset and "
-                             f"--model.image_size to match --data.*")
-
     # ------------------------------------------------------------------ steps
     def forward(self, images: Tensor, need_weights: bool = False) -> tuple[Tensor, list[Tensor]]:
         """``(B, C, H, W)`` normalised images -> logits ``(B, classes)`` and attention maps."""
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images, need_weights)
 
     def batch_size(self, batch: tuple[Tensor, Tensor]) -> int:
@@ -135,25 +123,14 @@ class VisionModule(TaskModule):
         n = self.batch_size(batch)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, on_epoch=True,
                  on_step=stage == "train")
-        metrics = self.metrics[f"{stage}_"]
-        metrics.update(logits.detach(), labels)
-        self.log_dict(metrics, prog_bar=stage != "train", batch_size=n, on_epoch=True,
-                      on_step=False)
-        if stage == "test":
-            self.confusion.update(logits.detach(), labels)
+        self.metrics.log_batch(self, stage, logits, labels, n)
         return loss
 
     # ------------------------------------------------------------------ media
     def on_test_epoch_end(self) -> None:
-        self._log_confusion()
-        if self.hparams.model in ATTENTION_MODELS:
+        self.metrics.log_confusion(self, self.data_info["class_names"])
+        if isinstance(self.model, VisionTransformer | PixelTransformer):
             self._log_rollout()
-
-    def _log_confusion(self) -> None:
-        matrix = self.confusion.compute().cpu()  # (true, predicted)
-        self.confusion.reset()
-        figure = confusion_figure(matrix, self.data_info["class_names"], str(self.hparams.model))
-        log_figure(self, "test/confusion_matrix", figure)
 
     def _log_rollout(self, count: int = 8) -> None:
         """Attention rollout over the first ``count`` test images, drawn over the images, and
@@ -163,7 +140,7 @@ class VisionModule(TaskModule):
         images, labels = next(iter(self.trainer.datamodule.test_dataloader()))
         images, labels = images[:count].to(self.device), labels[:count]
         logits, maps = self(images, need_weights=True)
-        cls_token = self.hparams.model != "pixel" and self.hparams.pool == "cls"
+        cls_token = getattr(self.model, "cls_token", None) is not None
         heat = attention_rollout(maps, cls_token)  # (B, N)
         side = int(heat.shape[-1] ** 0.5)
         heat = heat.view(-1, 1, side, side)
@@ -189,10 +166,10 @@ class VisionModule(TaskModule):
                                 [f"last layer, head {h}" for h in range(len(last))])
 
     # ------------------------------------------------------------------ predict
-    def predict_inputs(self, inputs: list[str], **options: Any) -> list[str]:
+    def predict_inputs(self, inputs: list[str]) -> list[str]:
         """Top-3 classes with probabilities for each image file; every file is read before any
         prediction, so a file that is not an image stops the run with one
-        :class:`suite.data.DataError` naming it (raised by ``load_image_file``)."""
+        :class:`suite.errors.DataError` naming it (raised by ``load_image_file``)."""
         info = self.data_info
         images = torch.stack([load_image_file(Path(path), info["dataset"], info["image_size"])
                               for path in inputs])  # (N, C, H, W)

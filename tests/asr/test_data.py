@@ -16,14 +16,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from suite.data import DataError, RemoteFile
+from suite.data import RemoteFile
+from suite.errors import DataError
 from tasks.asr import corpus, data
 from tasks.asr.text import VOCAB, decode, encode, normalize, number_to_words, ordinal_words
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("data_cache")
 
 
 def _tone(seconds: float, rate: int = 16_000, channels: int = 1) -> np.ndarray:

@@ -8,12 +8,14 @@ cache, so it needs no synthesisers and runs in seconds.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
+from suite.blocks import LayerConfig
 from suite.cli import main
 from tasks.asr import data
 from tasks.asr.decode import (
@@ -32,6 +34,10 @@ def _ids(text: str) -> list[int]:
     return encode(text).tolist()
 
 
+def _size(depth: int = 2) -> LayerConfig:
+    return LayerConfig(dim=32, depth=depth, num_heads=2, ffn_dim=64)
+
+
 @pytest.mark.parametrize("factor,receptive", [(1, 1), (2, 3), (4, 7)])
 def test_subsampling_lengths_match_the_conv_arithmetic(factor, receptive):
     sub = ConvSubsampling(80, 32, factor, channels=4)
@@ -46,9 +52,8 @@ def test_subsampling_lengths_match_the_conv_arithmetic(factor, receptive):
                          [((4, 4), 0, False), (None, 0, False), ((4, 4), 5, True)])
 def test_encoder_forward_shapes_and_padding_invariance(window, conv_kernel, utterance_norm):
     torch.manual_seed(0)
-    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, conv_channels=4,
-                       window=window, conv_kernel=conv_kernel,
-                       utterance_norm=utterance_norm).eval()
+    model = ASREncoder(len(VOCAB), _size(), conv_channels=4, window=window,
+                       conv_kernel=conv_kernel, utterance_norm=utterance_norm).eval()
     features = torch.randn(3, 240, 80)
     lengths = torch.tensor([240, 160, 50])
     log_probs, out_lengths, maps = model(features, lengths, need_weights=True)
@@ -106,9 +111,9 @@ def test_character_lm_is_normalised_and_steers_the_beam():
                           (4, (3, 2), 5, True), (2, (4, 0), 7, False)])
 def test_streaming_equals_offline(subsampling, window, conv_kernel, utterance_norm):
     torch.manual_seed(1)
-    model = ASREncoder(len(VOCAB), dim=32, depth=3, num_heads=2, ffn_dim=64,
-                       subsampling=subsampling, conv_channels=4, window=window,
-                       conv_kernel=conv_kernel, utterance_norm=utterance_norm).eval()
+    model = ASREncoder(len(VOCAB), _size(depth=3), subsampling=subsampling, conv_channels=4,
+                       window=window, conv_kernel=conv_kernel,
+                       utterance_norm=utterance_norm).eval()
     frames = 300 * subsampling  # 300 encoder frames: ~20 chunks of 16
     features = torch.randn(frames, 80) * 3
     with torch.no_grad():
@@ -118,16 +123,15 @@ def test_streaming_equals_offline(subsampling, window, conv_kernel, utterance_no
     assert torch.allclose(streamed, offline[0], atol=1e-4)
     assert greedy_decode(streamed[None], lengths) == greedy_decode(offline, lengths)
     with pytest.raises(ValueError, match="truncated window"):
-        ASREncoder(len(VOCAB), dim=32, depth=1, num_heads=2, window=None).stream(features)
+        ASREncoder(len(VOCAB), _size(depth=1), window=None).stream(features)
 
 
 def test_conv_module_context_and_causality():
     """The convolution widens each layer's context by its padding; with a window that looks
     no frame ahead it is causal, so a change at frame t leaves earlier outputs alone."""
-    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, subsampling=1,
-                       window=(3, 0), conv_kernel=5).eval()
+    model = ASREncoder(len(VOCAB), _size(), subsampling=1, window=(3, 0), conv_kernel=5).eval()
     assert model.context() == (2 * (3 + 4), 0)
-    assert ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, window=(3, 1),
+    assert ASREncoder(len(VOCAB), _size(), window=(3, 1),
                       conv_kernel=5).context() == (2 * (3 + 2), 2 * (1 + 2))
     features = torch.randn(1, 40, 80)
     changed = features.clone()
@@ -139,13 +143,12 @@ def test_conv_module_context_and_causality():
     assert torch.allclose(before[0, :30], after[0, :30], atol=1e-5)
     assert not torch.allclose(before[0, 30:], after[0, 30:], atol=1e-3)
     with pytest.raises(ValueError, match="odd"):
-        ASREncoder(len(VOCAB), dim=32, depth=1, num_heads=2, conv_kernel=4)
+        ASREncoder(len(VOCAB), _size(depth=1), conv_kernel=4)
 
 
 @pytest.fixture
-def fake_corpus(tmp_path, monkeypatch):
+def fake_corpus(data_cache):
     """A packed 24-utterance corpus of random features in a temporary data cache."""
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
     generator = torch.Generator().manual_seed(0)
     texts = ["one two", "three", "the cat sat", "press one"] * 6
     splits = ["train"] * 16 + ["val"] * 4 + ["test"] * 4
@@ -162,9 +165,11 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
     config = "configs/asr/quick.yaml"
     code = main(["train", "asr", "-c", config, "--trainer.max_steps=2",
                  "--trainer.val_check_interval=2", "--trainer.limit_test_batches=1",
-                 "--trainer.precision=32-true", "--model.depth=1", "--model.dim=32",
-                 "--model.num_heads=2", "--model.ffn_dim=64", "--model.conv_channels=4",
-                 "--model.beam_size=2", "--model.lm_order=3", "--model.word_lm_order=2",
+                 "--trainer.precision=32-true", "--model.encoder.depth=1",
+                 "--model.encoder.dim=32", "--model.encoder.num_heads=2",
+                 "--model.encoder.ffn_dim=64", "--model.conv_channels=4",
+                 "--model.decoding.beam_size=2", "--model.decoding.lm_order=3",
+                 "--model.decoding.word_lm_order=2",
                  "--data.corpus_size=24",
                  "--data.test_set=unseen_voices", "--data.max_frames=400",
                  "--run.root", str(tmp_path / "runs"), "--run.name=t", "--run.wandb=disabled"])
@@ -193,8 +198,7 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
 
 def test_utterance_norm_removes_a_constant_channel_offset():
     torch.manual_seed(2)
-    model = ASREncoder(len(VOCAB), dim=32, depth=2, num_heads=2, ffn_dim=64, conv_channels=4,
-                       utterance_norm=True).eval()
+    model = ASREncoder(len(VOCAB), _size(), conv_channels=4, utterance_norm=True).eval()
     features, lengths = torch.randn(2, 120, 80), torch.tensor([120, 90])
     channel = torch.randn(80)  # one offset per mel bin, as a microphone's response adds
     with torch.no_grad():
@@ -203,11 +207,38 @@ def test_utterance_norm_removes_a_constant_channel_offset():
     assert torch.allclose(plain, shifted, atol=1e-4)
 
 
+def test_checkpoints_with_the_former_layer_names_load():
+    """The layers, their convolutions and the final norm were the encoder's own attributes
+    before it used the shared stack; their state dicts still load."""
+    model = ASREncoder(len(VOCAB), _size(), conv_channels=4, conv_kernel=5)
+    state = {k: torch.randn_like(v) for k, v in model.state_dict().items()}
+    renames = [(r"^encoder\.extras\.", "convs."),
+               (r"^encoder\.layers\.", "layers."), (r"^encoder\.norm\.", "norm."),
+               (r"\.norm1\.", ".attention_block.norm."), (r"\.norm2\.", ".ffn_block.norm.")]
+    former = {}
+    for key, value in state.items():
+        for pattern, old in renames:
+            key = re.sub(pattern, old, key)
+        former[key] = value
+    assert "convs.0.depthwise.weight" in former and "layers.1.ffn_block.norm.bias" in former
+    model.load_state_dict(former)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
+def test_help_shows_the_nested_encoder_and_decoding_options(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "asr", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.encoder.dim" in out and "--model.decoding.beam_size" in out
+    assert "--model.dim " not in out
+
+
 def test_model_name_says_window_and_convolution():
     from tasks.asr.module import ASRModule
 
     def name(**kwargs):
-        return ASRModule(dim=32, depth=1, num_heads=2, ffn_dim=64, **kwargs).hparams["model"]
+        return ASRModule(encoder=_size(depth=1), **kwargs).hparams["model"]
 
     assert name(window=[16, 16]) == "ctc-w16-16"
     assert name(window=None, conv_kernel=5) == "conformer-ctc-full"

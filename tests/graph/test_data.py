@@ -18,12 +18,11 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 from torch_geometric.utils import from_smiles
 
-from suite.data import DataError
+from suite.errors import DataError
 from tasks.graph import data as graph_data
 from tasks.graph import social
 from tasks.graph.molecules import (
     DESCRIPTORS,
-    MOLECULES,
     MoleculeSet,
     MoleculeTable,
     murcko_scaffold,
@@ -40,22 +39,6 @@ from tasks.graph.structure import (
     positional_encodings,
     shortest_path_distances,
 )
-
-# 20 drug-like molecules over a few ring systems, with made-up solubilities.
-MOLECULES_CSV = [
-    ("c1ccccc1", -1.6), ("Cc1ccccc1", -2.2), ("CCc1ccccc1", -2.8), ("Oc1ccccc1", 0.0),
-    ("Nc1ccccc1", -0.4), ("c1ccc2ccccc2c1", -3.6), ("Cc1ccc2ccccc2c1", -4.1),
-    ("C1CCCCC1", -3.1), ("CC1CCCCC1", -3.9), ("OC1CCCCC1", -0.4), ("c1ccncc1", 1.1),
-    ("Cc1ccncc1", 0.9), ("CCO", 1.1), ("CCCO", 0.6), ("CCCCO", 0.0), ("CC(C)O", 0.4),
-    ("CC(=O)O", 1.2), ("c1ccc(cc1)C(=O)O", -1.6), ("O=C(O)c1ccncc1", -0.7), ("CCN", 1.0),
-]
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path))
-    return tmp_path
-
 
 # ----------------------------------------------------------------------------- molecules
 
@@ -80,8 +63,8 @@ def test_invalid_smiles_is_one_line_data_error(smiles):
     assert repr(smiles) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_scaffold_split_keeps_scaffolds_together_and_is_deterministic():
-    smiles = [s for s, _ in MOLECULES_CSV]
+def test_scaffold_split_keeps_scaffolds_together_and_is_deterministic(esol):
+    smiles = [s for s, _ in esol]
     scaffolds = [murcko_scaffold(s) for s in smiles]
     assert murcko_scaffold("Cc1ccccc1") == "c1ccccc1" and murcko_scaffold("CCO") == ""
     parts = scaffold_split(scaffolds)
@@ -113,17 +96,8 @@ def test_read_table_and_build_drop_bad_smiles(tmp_path, caplog):
         read_table(path, table)
 
 
-def _write_esol_fixture() -> None:
-    table = MOLECULES["esol"]
-    frame = pd.DataFrame({"smiles": [s for s, _ in MOLECULES_CSV],
-                          table.target_column: [v for _, v in MOLECULES_CSV]})
-    table.file.local.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(table.file.local, index=False)
-
-
 @pytest.mark.parametrize("split", ["random", "scaffold"])
-def test_molecule_data_module_end_to_end(cache, split):
-    _write_esol_fixture()
+def test_molecule_data_module_end_to_end(esol, split):
     dm = graph_data.GraphDataModule("esol", split=split, batch_size=4, pe="laplacian",
                                     pe_dim=4, spd=True, spd_max=3)
     assert dm.task == "regression" and dm.num_targets == 1 and dm.num_node_features == 9
@@ -145,8 +119,7 @@ def test_molecule_data_module_end_to_end(cache, split):
     assert single.lap_pe.shape == (3, 4) and single.spd.tolist() == [0, 1, 2, 1, 0, 1, 2, 1, 0]
 
 
-def test_descriptors_are_standardised_on_the_training_part_and_at_prediction(cache):
-    _write_esol_fixture()
+def test_descriptors_are_standardised_on_the_training_part_and_at_prediction(esol):
     dm = graph_data.GraphDataModule("esol", batch_size=4, descriptors=True)
     dm.prepare_data()
     dm.setup("fit")
@@ -277,7 +250,7 @@ def test_karate_data_module_end_to_end():
     assert not torch.equal(other.parts["train"][0].train_mask, graph.train_mask)
 
 
-def test_cora_loader_on_a_parquet_fixture(cache):
+def test_cora_loader_on_a_parquet_fixture(data_cache):
     words = [np.array(row, dtype=np.int64) for row in ([1, 0, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0])]
     nodes = pd.DataFrame({"nodeId": [30, 10, 20], "labels": "Paper", "subject": [2, 0, 1],
                           "features": words})
@@ -302,7 +275,7 @@ def test_planetoid_split_counts():
         social.planetoid_split(y, 20, 500, 100, seed=0)
 
 
-def test_registry_prepare_and_validation(cache):
+def test_registry_prepare_and_validation(data_cache):
     assert graph_data.available() == {name: name == "karate" for name in graph_data.DATASETS}
     graph_data.prepare("karate")  # nothing to fetch, no network
     with pytest.raises(ValueError, match="unknown graph data set"):

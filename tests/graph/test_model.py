@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+from dataclasses import replace
 
-import pandas as pd
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -15,29 +15,22 @@ from torch_geometric.data import Batch
 from suite.attention import AttentionMask, MultiHeadAttention
 from suite.blocks import LayerConfig
 from suite.cli import main
+from suite.edge_list import EdgeList
 from tasks.graph.data import ATOM_FEATURE_DIMS, BOND_FEATURE_DIMS, GraphDataModule
-from tasks.graph.model import (
-    GraphTransformer,
-    NodeEncoder,
-    edge_list_attention,
-    propagate,
-    with_self_loops,
-)
-from tasks.graph.module import GraphModule, data_info
-from tasks.graph.molecules import MOLECULES
+from tasks.graph.model import GraphTransformer, NodeEncoder, propagate, with_self_loops
+from tasks.graph.module import GraphModule
 from tasks.graph.peers import PeerGNN
-
-# A tiny solubility table (made-up values) for the molecule fit -> predict test.
-FIXTURE = [("c1ccccc1", -1.6), ("Cc1ccccc1", -2.2), ("Oc1ccccc1", 0.0), ("Nc1ccccc1", -0.4),
-           ("c1ccc2ccccc2c1", -3.6), ("C1CCCCC1", -3.1), ("OC1CCCCC1", -0.4), ("c1ccncc1", 1.1),
-           ("CCO", 1.1), ("CCCO", 0.6), ("CC(=O)O", 1.2), ("c1ccc(cc1)C(=O)O", -1.6)]
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
          "--run.wandb=disabled"]
-SMALL = ["--model.dim=16", "--model.depth=2", "--model.num_heads=2", "--model.ffn_dim=32"]
+SMALL = ["--model.encoder.dim=16", "--model.encoder.depth=2", "--model.encoder.num_heads=2",
+         "--model.encoder.ffn_dim=32"]
+TINY = LayerConfig(dim=16, depth=1, num_heads=2, ffn_dim=32)
 
 
-def test_edge_list_attention_equals_dense_masked_core_attention():
+def test_edge_list_with_self_loops_equals_the_dense_adjacency_mask():
+    """The graph's two ways into the core: its edge list plus :func:`with_self_loops` and the
+    dense mask ``A^T | I`` that the dense path builds."""
     torch.manual_seed(0)
     n, heads = 6, 2
     # A directed graph (so the direction convention is tested), with a node (5) that no edge
@@ -47,7 +40,9 @@ def test_edge_list_attention_equals_dense_masked_core_attention():
     bias = torch.randn(edge_index.shape[1], heads)
     attention = MultiHeadAttention(8, heads).eval()
     loops, (loop_bias,) = with_self_loops(edge_index, n, bias)
-    sparse_out, weights = edge_list_attention(attention, x, loops, loop_bias)
+    sparse_out, weights = attention(x[None], mask=AttentionMask(edges=EdgeList(loops, loop_bias)),
+                                    need_weights=True)
+    sparse_out = sparse_out[0]
 
     allowed = torch.eye(n, dtype=torch.bool)
     allowed[edge_index[1], edge_index[0]] = True  # query = target, key = source
@@ -62,41 +57,13 @@ def test_edge_list_attention_equals_dense_masked_core_attention():
     assert torch.allclose(weights, dense_weights[0][:, loops[1], loops[0]].T, atol=1e-6)
 
 
-def test_bond_messages_join_each_edges_key_and_value():
-    """x_i' = W^O sum_j softmax_j(q_i . (k_j + e_ji) / sqrt(d) + b_ji) (v_j + e_ji), written
-    out per target node."""
-    torch.manual_seed(0)
-    n, heads, dim = 5, 2, 8
-    edge_index = torch.tensor([[0, 1, 2, 3, 4, 0], [1, 0, 1, 1, 0, 3]])
-    x, bias = torch.randn(n, dim), torch.randn(6, heads)
-    edge_kv = torch.randn(6, dim)
-    attention = MultiHeadAttention(dim, heads).eval()
-    out, weights = edge_list_attention(attention, x, edge_index, bias, edge_kv)
-    q = attention.q_proj(x).view(n, heads, -1)
-    k, v = attention.k_proj(x).view(n, heads, -1), attention.v_proj(x).view(n, heads, -1)
-    e = edge_kv.view(6, heads, -1)
-    expected = torch.zeros(n, heads, dim // heads)
-    for i in range(n):
-        incoming = (edge_index[1] == i).nonzero().flatten()
-        if len(incoming) == 0:
-            continue  # node 2 and 4 receive nothing: zeros, as in the core
-        src = edge_index[0, incoming]
-        logits = (q[i] * (k[src] + e[incoming])).sum(-1) / (dim // heads) ** 0.5
-        alpha = torch.softmax(logits + bias[incoming], dim=0)  # (in-degree, H)
-        expected[i] = (alpha[..., None] * (v[src] + e[incoming])).sum(0)
-    assert torch.allclose(out, attention.out_proj(expected.reshape(n, dim)), atol=1e-5)
-    assert torch.allclose(weights.sum(0), torch.tensor([3.0, 3.0]))  # 3 targets, 1 each
-    plain, _ = edge_list_attention(attention, x, edge_index, bias)
-    assert not torch.allclose(out, plain)
-
-
 def test_bond_messages_need_the_edge_list():
-    config, encoder = LayerConfig(dim=16, num_heads=2, ffn_dim=32), NodeEncoder(
-        16, ATOM_FEATURE_DIMS)
+    encoder = NodeEncoder(16, ATOM_FEATURE_DIMS)
     with pytest.raises(ValueError, match="edge-list path"):
-        GraphTransformer("edge", config, 1, encoder, 1, graph_level=True, readout="cls",
-                         bond_feature_dims=BOND_FEATURE_DIMS, bond_messages=True)
-    model = GraphTransformer("edge", config, 2, encoder, 1, graph_level=True, readout="sum",
+        GraphTransformer("edge", config=TINY, node_encoder=encoder, out_dim=1, graph_level=True,
+                         readout="cls", bond_feature_dims=BOND_FEATURE_DIMS, bond_messages=True)
+    model = GraphTransformer("edge", config=replace(TINY, depth=2), node_encoder=encoder,
+                             out_dim=1, graph_level=True, readout="sum",
                              bond_feature_dims=BOND_FEATURE_DIMS, edge_list=True,
                              bond_messages=True).eval()
     graphs = Batch.from_data_list(_molecules(["CCO", "c1ccccc1O"]))
@@ -114,8 +81,8 @@ def _molecules(names: list[str], pe: str = "laplacian") -> list:
 def _transformer(attention: str, readout: str, edge_list: bool = False) -> GraphTransformer:
     torch.manual_seed(0)
     encoder = NodeEncoder(16, ATOM_FEATURE_DIMS, pe_attr="lap_pe", pe_dim=4)
-    return GraphTransformer(attention, LayerConfig(dim=16, num_heads=2, ffn_dim=32), 2, encoder,
-                            1, graph_level=True, readout=readout,
+    return GraphTransformer(attention, config=replace(TINY, depth=2), node_encoder=encoder,
+                            out_dim=1, graph_level=True, readout=readout,
                             bond_feature_dims=BOND_FEATURE_DIMS, spd_max=5,
                             edge_list=edge_list).eval()
 
@@ -166,17 +133,7 @@ def test_karate_end_to_end_through_the_cli(tmp_path, model, capsys):
         assert len(rows) == 34 and set(rows[0]) == {"node", "predicted", "label", "split"}
 
 
-def _fixture_esol(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    table = MOLECULES["esol"]
-    table.file.local.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"smiles": [s for s, _ in FIXTURE],
-                  table.target_column: [v for _, v in FIXTURE]}).to_csv(
-        table.file.local, index=False)
-
-
-def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
-    _fixture_esol(tmp_path, monkeypatch)
+def test_molecule_fit_then_predict(tmp_path, esol, capsys):
     args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=2",
             "--data.batch_size=8", "--model.model=full", "--model.readout=cls",
             "--data.descriptors=true",
@@ -194,17 +151,16 @@ def test_molecule_fit_then_predict(tmp_path, monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["CCO", "c1ccccc1O"]
     values = [float(line.split("\t")[1]) for line in lines]
-    assert all(-5 < v < 3 for v in values)  # original units (the fixture spans -3.6..1.2)
+    assert all(-5 < v < 3 for v in values)  # original units (the fixture spans -4.1..1.2)
     assert main(["predict", "graph", "--ckpt", ckpt, "CCO", "C1CC"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "invalid SMILES 'C1CC'" in err[0]
 
 
 def test_edge_attention_on_molecules_runs_on_the_edge_list_and_draws_its_attention(
-        tmp_path, monkeypatch):
+        tmp_path, esol):
     """`auto` takes the edge list for pooled molecules (O(E), not O(B * N_max^2)); the
     figures scatter its per-edge weights back onto the atoms."""
-    _fixture_esol(tmp_path, monkeypatch)
     args = ["train", "graph", "--data.dataset=esol", "--trainer.max_epochs=1",
             "--data.batch_size=8", "--model.model=edge", "--model.readout=sum",
             "--data.pe=random_walk", "--data.pe_dim=4", "--run.root", str(tmp_path),
@@ -221,26 +177,23 @@ def test_edge_attention_on_molecules_runs_on_the_edge_list_and_draws_its_attenti
 def test_auto_attention_impl_keeps_the_dense_mask_for_a_cls_readout():
     """... and bond messages come with the edge list on molecules, off elsewhere."""
     dm = GraphDataModule("esol", pe="random_walk", pe_dim=4, spd=True)
-    info = {**data_info(dm), "task": "regression", "atom_feature_dims": ATOM_FEATURE_DIMS,
+    info = {**dm.data_info, "task": "regression", "atom_feature_dims": ATOM_FEATURE_DIMS,
             "bond_feature_dims": BOND_FEATURE_DIMS}
     for readout, edge_list in (("cls", False), ("sum", True), ("mean", True)):
-        module = GraphModule(model="edge", dim=16, depth=1, num_heads=2, ffn_dim=32,
-                             readout=readout, data_info=info)
+        module = GraphModule(model="edge", encoder=TINY, readout=readout, data_info=info)
         assert module.net.edge_list is edge_list
         assert (module.net.bond_messages is not None) is edge_list
-    off = GraphModule(model="edge", dim=16, depth=1, num_heads=2, ffn_dim=32, readout="sum",
-                      bond_messages=False, data_info=info)
+    off = GraphModule(model="edge", encoder=TINY, readout="sum", bond_messages=False,
+                      data_info=info)
     assert off.net.edge_list and off.net.bond_messages is None
     assert _karate_module("edge").net.bond_messages is None  # no bonds on a social network
-    assert not GraphModule(model="full", dim=16, depth=1, num_heads=2, ffn_dim=32,
-                           readout="sum", data_info=info).net.edge_list
+    assert not GraphModule(model="full", encoder=TINY, readout="sum",
+                           data_info=info).net.edge_list
 
 
 def _karate_module(model: str, **kwargs) -> GraphModule:
     dm = GraphDataModule("karate", pe="random_walk", pe_dim=4, spd=True)
-    dm.setup()
-    return GraphModule(model=model, dim=16, depth=1, num_heads=2, ffn_dim=32,
-                       data_info=data_info(dm), **kwargs)
+    return GraphModule(model=model, encoder=TINY, data_info=dm.data_info, **kwargs)
 
 
 def test_full_attention_normalises_float_feature_embeddings():
@@ -305,8 +258,8 @@ def test_edge_model_propagates_its_outputs_along_attention_weights():
     with pytest.raises(ValueError, match="edge-list path"):
         _karate_module("edge", propagation_steps=2, attention_impl="dense")
     with pytest.raises(ValueError, match="node task"):
-        GraphTransformer("edge", LayerConfig(dim=16, num_heads=2, ffn_dim=32), 1,
-                         NodeEncoder(16, ATOM_FEATURE_DIMS), 1, graph_level=True,
-                         readout="mean", edge_list=True, propagation_steps=2)
+        GraphTransformer("edge", config=TINY, node_encoder=NodeEncoder(16, ATOM_FEATURE_DIMS),
+                         out_dim=1, graph_level=True, readout="mean", edge_list=True,
+                         propagation_steps=2)
     with pytest.raises(ValueError, match="applies to model 'edge'"):
         _karate_module("gat", propagation_steps=2)

@@ -3,69 +3,17 @@ cache."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import io
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 
-from suite.data import DataError, URLMember
-from tasks.sentiment import baseline, lexicon
+from suite.errors import DataError
 from tasks.sentiment import data as sentiment
+from tasks.sentiment import lexicon
 
-ADJECTIVES = {-3.5: "dreadful", -1.2: "dull", 0.0: "plain", 0.2: "okay", 1.1: "nice",
-              2.6: "wonderful"}
-# VADER's format (token, mean, sd, ten ratings; CRLF). "terrific" never occurs in the tiny
-# ratings, so a tokenizer learned from them cuts it into several pieces; ":D" and ":d" merge.
-TINY_LEXICON = {"wonderful": 2.8, "dreadful": -3.2, "dull": -1.6, "nice": 1.8, "terrific": 3.2,
-                ":D": 2.0, ":d": 1.0}
-
-
-def _rows(n: int = 120) -> list[tuple[int, float, str]]:
-    """Distinct sentences whose words follow their rating, so a classifier can learn them."""
-    scores = list(ADJECTIVES)
-    rows = []
-    for i in range(n):
-        score = scores[i % len(scores)]
-        rows.append((i + 1, score, f"a {ADJECTIVES[score]} film , take {i} &amp; more"))
-    return rows
-
-
-def _archive(path: Path, rows: list[tuple[int, float, str]]) -> bytes:
-    """Write ``hutto_ICWSM_2014.tar.gz`` in the upstream layout; return the member's bytes."""
-    member = "".join(f"{i}\t{s}\t{t}\r\n" for i, s, t in rows).encode("utf-8")
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo(sentiment.MEMBER)
-        info.size = len(member)
-        tar.addfile(info, io.BytesIO(member))
-    return member
-
-
-def _lexicon_bytes(entries: dict[str, float]) -> bytes:
-    return "".join(f"{token}\t{mean}\t0.5\t[{', '.join(['1'] * 10)}]\r\n"
-                   for token, mean in entries.items()).encode("utf-8")
-
-
-@pytest.fixture
-def ratings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float, str]]:
-    """The real RemoteFiles (ratings and lexicon), pointed at local copies and a tmp cache."""
-    vader = tmp_path / "vader_lexicon.txt"
-    vader.write_bytes(_lexicon_bytes(TINY_LEXICON))
-    monkeypatch.setattr(lexicon, "LEXICON", dataclasses.replace(
-        lexicon.LEXICON, sha256=hashlib.sha256(vader.read_bytes()).hexdigest(),
-        sources=(URLMember(vader.as_uri()),)))
-    rows = _rows()
-    archive = tmp_path / "hutto_ICWSM_2014.tar.gz"
-    member = _archive(archive, rows)
-    local = dataclasses.replace(sentiment.RATINGS, sha256=hashlib.sha256(member).hexdigest(),
-                                sources=(URLMember(archive.as_uri(), member=sentiment.MEMBER),))
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(sentiment, "RATINGS", local)
-    return rows
+from .tiny import rows
 
 
 def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
@@ -129,7 +77,7 @@ def test_folds_partition_the_data(ratings: list) -> None:
 
 
 def test_tokenizer_is_reproducible_and_round_trips_through_json() -> None:
-    texts = [t for _, _, t in _rows()]
+    texts = [t for _, _, t in rows()]
     tokenizer = sentiment.train_tokenizer(texts, vocab_size=80)
     assert tokenizer.to_str() == sentiment.train_tokenizer(texts, vocab_size=80).to_str()
     assert [tokenizer.token_to_id(t) for t in sentiment.SPECIAL_TOKENS] == [0, 1, 2, 3]
@@ -175,16 +123,6 @@ def test_encode_rejects_blank_text_and_reports_truncation(ratings: list) -> None
     assert out["truncated"] == [True, False]
     assert out["tokens"].shape == (2, 4)
     assert out["lengths"].tolist() == [4, 2]
-
-
-def test_baseline_learns_a_separable_toy_set() -> None:
-    train = [f"{w} film {i}" for i in range(20) for w in ("great", "awful")]
-    labels = [1, 0] * 20
-    result = baseline.tfidf_logreg(train, labels, ["great plot", "awful plot"], [1, 0],
-                                   val_texts=["great", "awful"], val_labels=[1, 0])
-    assert result["accuracy"] == result["macro_f1"] == 1.0
-    assert result["C"] in baseline.C_GRID
-    assert baseline.tfidf_logreg(train, labels, ["great"], [1])["C"] == 1.0
 
 
 def test_real_file_counts_when_cached() -> None:

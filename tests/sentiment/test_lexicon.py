@@ -7,29 +7,29 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite.data import DataError
+from suite.errors import DataError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment.lexicon import read_lexicon, word_valence
 
-from .test_data import TINY_LEXICON, _lexicon_bytes, _rows, ratings  # noqa: F401
+from .tiny import TINY_LEXICON, lexicon_bytes, rows
 
 
 def test_read_lexicon_scales_merges_and_rejects_malformed_lines(tmp_path: Path) -> None:
     path = tmp_path / "lex.txt"
-    path.write_bytes(_lexicon_bytes(TINY_LEXICON) + b"\r\n")
+    path.write_bytes(lexicon_bytes(TINY_LEXICON) + b"\r\n")
     table = read_lexicon(path)
     assert table["wonderful"] == pytest.approx(0.7)
     assert table["dreadful"] == pytest.approx(-0.8)
     assert table[":d"] == pytest.approx((2.0 + 1.0) / 2 / 4)  # ":D" and ":d" merged
     assert ":D" not in table and len(table) == len(TINY_LEXICON) - 1
     for bad in (b"good\t1.5\r\n", b"good\tgreat\t0.5\t[1]\r\n", b"good\t7.0\t0.5\t[1]\r\n"):
-        path.write_bytes(_lexicon_bytes({"nice": 1.8}) + bad)
+        path.write_bytes(lexicon_bytes({"nice": 1.8}) + bad)
         with pytest.raises(DataError, match=r"lex.txt:2: expected 'token<TAB>mean"):
             read_lexicon(path)
 
 
 def test_every_piece_of_a_word_gets_its_valence() -> None:
-    tokenizer = sentiment.train_tokenizer([t for _, _, t in _rows()], vocab_size=80)
+    tokenizer = sentiment.train_tokenizer([t for _, _, t in rows()], vocab_size=80)
     table = {"terrific": 0.8, "dull": -0.4}
     texts = ["A TERRIFIC film", "dull , zebra"]
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
@@ -41,7 +41,7 @@ def test_every_piece_of_a_word_gets_its_valence() -> None:
     assert valence[1] == [-0.4] + [0.0] * (len(valence[1]) - 1)
 
 
-def test_batches_and_encode_carry_aligned_valence(ratings: list) -> None:  # noqa: F811
+def test_batches_and_encode_carry_aligned_valence(ratings: list) -> None:
     dm = sentiment.SentimentDataModule(vocab_size=80, batch_size=16, max_length=6, lexicon=True)
     dm.prepare_data()
     dm.setup("fit")

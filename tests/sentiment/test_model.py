@@ -11,11 +11,9 @@ from suite.blocks import LayerConfig
 from suite.cli import main
 from tasks.sentiment.model import SentimentTransformer, pool_sequence
 
-from .test_data import ratings  # noqa: F401  (the tiny-archive fixture)
-
-CONFIG = LayerConfig(dim=32, num_heads=4, ffn_dim=64, dropout=0.1, attention_dropout=0.1)
-TINY = ["--data.vocab_size=80", "--model.vocab_size=80", "--data.batch_size=16",
-        "--model.dim=32", "--model.ffn_dim=64", "--trainer.max_steps=2",
+CONFIG = LayerConfig(dim=32, depth=2, num_heads=4, ffn_dim=64, dropout=0.1, attention_dropout=0.1)
+TINY = ["--data.vocab_size=80", "--data.batch_size=16",
+        "--model.encoder.dim=32", "--model.encoder.ffn_dim=64", "--trainer.max_steps=2",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
         "--run.wandb=disabled"]
 
@@ -26,8 +24,9 @@ LEXICON_CONFIG = Path(__file__).parents[2] / "configs" / "sentiment" / "lexicon.
 def _model(pool: str, positions: str = "sinusoidal", classes: int = 2, lexicon: bool = False
            ) -> SentimentTransformer:
     torch.manual_seed(0)
-    return SentimentTransformer(50, classes, CONFIG, depth=2, pool=pool, positions=positions,
-                                max_length=16, word_dropout=0.2, lexicon=lexicon).eval()
+    return SentimentTransformer(50, classes, CONFIG, pool=pool, positions=positions,
+                                max_length=16, word_dropout=0.2, pad_id=0,
+                                lexicon=lexicon).eval()
 
 
 @pytest.mark.parametrize(("pool", "positions", "classes"),
@@ -108,7 +107,7 @@ def test_lexicon_prior_survives_word_dropout_and_is_required() -> None:
 
 
 @pytest.fixture
-def trained(ratings: list, tmp_path: Path) -> Path:  # noqa: F811
+def trained(ratings: list, tmp_path: Path) -> Path:
     """Two optimiser steps of the default config (with the MLM loss) on the tiny archive."""
     code = main(["train", "sentiment", *TINY, "--model.mlm_weight=0.5", "--run.root",
                  str(tmp_path), "--run.name", "tiny"])
@@ -151,19 +150,25 @@ def test_train_then_predict_from_the_checkpoint(trained: Path, tmp_path: Path,
     assert len(err) == 1 and "empty or blank" in err[0]
 
 
-def test_model_and_data_must_agree(ratings: list, tmp_path: Path,  # noqa: F811
-                                   capsys: pytest.CaptureFixture) -> None:
-    code = main(["train", "sentiment", *TINY, "--data.classes=5", "--run.root", str(tmp_path)])
-    assert code == 2
-    assert "--model.classes=2 vs --data.classes=5" in capsys.readouterr().err
-    code = main(["train", "sentiment", *TINY, "--model.lexicon=true", "--run.root",
-                 str(tmp_path)])
-    assert code == 2
+def test_the_data_sizes_the_model(ratings: list, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture) -> None:
+    """classes, vocab_size, max_length and lexicon are linked from the data module; the model
+    takes them from there (and its checkpoint keeps them), never from the user."""
+    assert main(["train", "sentiment", *TINY, "--data.classes=5", "--data.max_length=24",
+                 "--trainer.max_steps=1", "--run.test=false", "--run.root", str(tmp_path),
+                 "--run.name", "five"]) == 0
+    ckpt = tmp_path / "sentiment" / "adhoc" / "five" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert [saved[key] for key in ("classes", "vocab_size", "max_length", "lexicon")] == [
+        5, 80, 24, False]
+    capsys.readouterr()
+    assert main(["train", "sentiment", *TINY, "--model.classes=5", "--run.root",
+                 str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--model.lexicon=True vs --data.lexicon=False" in err[0]
+    assert len(err) == 1 and "data.classes" in err[0]
 
 
-def test_lexicon_config_trains_and_predicts(ratings: list, tmp_path: Path,  # noqa: F811
+def test_lexicon_config_trains_and_predicts(ratings: list, tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     """configs/sentiment/lexicon.yaml, shrunk, for two steps; then predict from its checkpoint."""
     assert main(["train", "sentiment", "-c", str(LEXICON_CONFIG), *TINY, "--run.root",

@@ -1,37 +1,22 @@
-"""The vision head through the `suite` command, in-process, on a tiny Fashion-MNIST written here:
+"""The vision head through the `suite` command, in-process, on the tiny Fashion-MNIST fixture:
 train (fast_dev_run and a 2-step run with a checkpoint), predict on a PNG, and the error exit."""
 
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from suite.cli import main
 from tasks.vision import data as vd
 
 TINY = ["--data.train_size=40", "--data.val_size=20", "--data.batch_size=8",
-        "--model.dim=16", "--model.depth=1", "--model.num_heads=2", "--model.ffn_dim=32",
-        "--model.patch_size=7", "--trainer.max_epochs=1"]
+        "--model.encoder.dim=16", "--model.encoder.depth=1", "--model.encoder.num_heads=2",
+        "--model.encoder.ffn_dim=32", "--model.options.patch_size=7", "--trainer.max_epochs=1"]
 
-
-@pytest.fixture(autouse=True)
-def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """200 random train and 50 test images in the cache layout the data module reads."""
-    monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    for part, n in (("train", 200), ("test", 50)):
-        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        labels = np.arange(n, dtype=np.uint8) % 10
-        for name, array in zip(vd.IDX_NAMES[part], (images, labels), strict=True):
-            path = vd.FASHION_FILES[name].local
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # IDX: zero, zero, type 0x08 (uint8), rank, big-endian sizes, then the bytes.
-            header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I",
-                                                                   *array.shape)
-            path.write_bytes(header + array.tobytes())
+pytestmark = pytest.mark.usefixtures("fashion")
 
 
 def train(tmp_path: Path, *args: str) -> int:
@@ -41,10 +26,11 @@ def train(tmp_path: Path, *args: str) -> int:
 
 @pytest.mark.parametrize("model", ["vit-local", "cnn"])
 def test_fast_dev_run_trains_through_the_cli(tmp_path: Path, model: str) -> None:
-    assert train(tmp_path, f"--model.model={model}", "--trainer.fast_dev_run=1") == 0
+    options = ["--model.options=null"] if model == "cnn" else []  # the CNN has no patches
+    assert train(tmp_path, f"--model.model={model}", *options, "--trainer.fast_dev_run=1") == 0
     summary = json.loads((tmp_path / "runs/vision/adhoc/tiny/summary.json").read_text())
     assert summary["model"] == model and summary["dataset"] == "fashion-mnist"
-    assert "test/acc" in summary["metrics"] and "test/f1" in summary["metrics"]
+    assert "test/acc" in summary["metrics"] and "test/macro_f1" in summary["metrics"]
     media = tmp_path / "runs/vision/adhoc/tiny/media"
     assert (media / "test_confusion_matrix.png").is_file()
     assert (media / "test_attention_rollout.png").is_file() == (model == "vit-local")
@@ -77,8 +63,24 @@ def test_predict_prints_top3_and_rejects_a_non_image(tmp_path: Path,
     assert captured.err.count("\n") == 1 and "notes.txt: not an image file" in captured.err
 
 
-def test_data_that_does_not_fit_the_model_is_a_usage_error(tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture) -> None:
-    assert train(tmp_path, "--data.image_size=14", "--trainer.fast_dev_run=1") == 2
-    assert "built for fashion-mnist at 28px but the data is fashion-mnist at 14px" in (
-        capsys.readouterr().err)
+def test_an_option_the_variant_does_not_take_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train(tmp_path, "--model.model=cnn", "--trainer.fast_dev_run=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cnn (ResidualCNN) takes no option patch_size" in err[0]
+    assert "its options: widths, blocks_per_stage, dropout" in err[0]
+
+
+def test_the_model_is_built_for_the_images_the_data_serves(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``dataset`` and ``image_size`` are linked from the data module into the model (and its
+    checkpoint); setting them on the model is a usage error."""
+    assert train(tmp_path, "--data.image_size=14", "--trainer.max_steps=1",
+                 "--run.test=false") == 0
+    ckpt = tmp_path / "runs/vision/adhoc/tiny/checkpoints/last.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]
+    assert (saved["dataset"], saved["image_size"]) == ("fashion-mnist", 14)
+    capsys.readouterr()
+    assert train(tmp_path, "--model.image_size=14", "--trainer.fast_dev_run=1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.image_size is set by the data module" in err[0]

@@ -8,7 +8,6 @@ HTTP, not ``file://``), so the code users with internet run is the code tested h
 import gzip
 import hashlib
 import pickle
-import struct
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -22,50 +21,19 @@ import torch
 from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
-from suite.data import DataError, DebianMember, RemoteFile, URLMember, fetch
+from suite.data import DebianMember, RemoteFile, URLMember, fetch
+from suite.errors import DataError
 from tasks.vision import data as vd
 
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """IDX format: two zero bytes, type 0x08 (uint8), rank, big-endian sizes, then the data."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def fake_set(n: int, seed: int, shape: tuple[int, ...] = (28, 28)) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random uint8 images whose first two pixels encode their index, labels cycling 0..9."""
-    images = np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
-    flat = images.reshape(n, -1)
-    flat[:, 0], flat[:, 1] = np.arange(n) // 256, np.arange(n) % 256
-    return images, np.arange(n, dtype=np.uint8) % 10
-
-
-def write_idx_set(folder: Path, train: int, test: int, gz: bool = False) -> dict[str, bytes]:
-    """Write the four IDX files (optionally gzipped); return their decoded bytes by name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    decoded = {}
-    for part, n, seed in (("train", train, 0), ("test", test, 1)):
-        images, labels = fake_set(n, seed)
-        for name, array in zip(vd.IDX_NAMES[part], (images, labels), strict=True):
-            decoded[name] = idx_bytes(array)
-            data = gzip.compress(decoded[name]) if gz else decoded[name]
-            (folder / (name + (".gz" if gz else ""))).write_bytes(data)
-    return decoded
-
-
-def image_ids(images: torch.Tensor) -> set[int]:
-    """Recover the index that :func:`fake_set` wrote into the first two pixels of uint8 images."""
-    flat = images.reshape(len(images), -1).long()
-    return set((flat[:, 0] * 256 + flat[:, 1]).tolist())
+from .idx import fake_set, image_ids, write_idx_set
 
 
 @pytest.fixture(autouse=True)
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-          ) -> Path:
-    """An empty data cache per test; tests marked slow use the real one."""
+def cache(request: pytest.FixtureRequest) -> Path | None:
+    """An empty data cache per test; tests marked slow use the real one (None)."""
     if request.node.get_closest_marker("slow") is None:
-        monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+        return request.getfixturevalue("data_cache")
+    return None
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -86,12 +54,6 @@ def mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Pa
     yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def fashion(cache: Path) -> None:
-    """A tiny Fashion-MNIST in the cache: 200 train (20 a class), 50 test."""
-    write_idx_set(vd.FASHION_FILES["train-images-idx3-ubyte"].local.parent, 200, 50)
 
 
 def test_fashion_sources_are_debian_first_then_torchvision_mirror() -> None:

@@ -1,10 +1,11 @@
-"""Markdown for ``reports/truncated_attention/``: the sweep + peer table, the scaling table and
-plots, and each of issue 4's targets checked against the measured numbers."""
+"""The ``truncated_attention`` report: each target checked against the measured numbers, the
+sweep and peer table, and the ``scaling`` stage's table and plots."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
+
+from suite.report import pyplot
 
 METRICS = ["test/cer_unseen", "test/wer_unseen", "test/cer_real", "test/wer_real"]
 DECODERS = {"beam": "beam+LM", "word": "word LM"}
@@ -62,12 +63,11 @@ def _memory_ratio(full: dict[str, Any], trunc: dict[str, Any]) -> str:
     return f"{full['peak_memory_mb'] / max(trunc['peak_memory_mb'], 1e-3):.1f}x"
 
 
-def scaling_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
-    import matplotlib
+def _scaling(results: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in results["runs"] if r["group"].startswith("scaling")]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def scaling_table(rows: list[dict[str, Any]]) -> str:
     names = sorted({r["model"] for r in rows})
     lengths = sorted({r["audio_seconds"] for r in rows})
     cell = {(r["model"], r["audio_seconds"]): r["metrics"] for r in rows}
@@ -84,8 +84,19 @@ def scaling_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
         trunc = cell.get((TRUNCATED, s), {})
         ratios = [_memory_ratio(cell.get((n, s), {}), trunc) for n in FULL_VARIANTS]
         lines.append(f"| {s} s | {frames} | " + " | ".join(cells + ratios) + " |")
+    lines += ["", "![time](scaling_seconds.png) ![memory](scaling_peak_memory_mb.png)"]
+    return "\n".join(lines)
+
+
+def charts(results: dict[str, Any]) -> dict[str, Any]:
+    """Forward seconds and peak memory against audio length, one line per variant."""
+    rows = _scaling(results)
+    names = sorted({r["model"] for r in rows})
+    lengths = sorted({r["audio_seconds"] for r in rows})
+    cell = {(r["model"], r["audio_seconds"]): r["metrics"] for r in rows}
+    figures = {}
     for key, label in (("seconds", "forward seconds"), ("peak_memory_mb", "peak memory (MB)")):
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = pyplot().subplots(figsize=(6, 4))
         for n in names:
             pts = [(s, cell[(n, s)][key]) for s in lengths if key in cell.get((n, s), {})]
             if pts:
@@ -93,16 +104,13 @@ def scaling_section(rows: list[dict[str, Any]], out_dir: Path) -> str:
         ax.set(xscale="log", yscale="log", xlabel="audio seconds", ylabel=label)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / f"scaling_{key}.png", dpi=120)
-        plt.close(fig)
-    lines += ["", "![time](scaling_seconds.png) ![memory](scaling_peak_memory_mb.png)"]
-    return "\n".join(lines)
+        figures[f"scaling_{key}.png"] = fig
+    return figures
 
 
 def targets(by_group: dict[str, dict[str, Any]], scaling: list[dict[str, Any]],
             peer: dict[str, Any] | None) -> str:
-    """Issue 4's targets, each with the measured value and met / missed / not measured."""
+    """The experiment's targets, each with the measured value and met / missed / not measured."""
     rows = []
 
     def add(name: str, measured: str, ok: bool | None) -> None:
@@ -143,12 +151,13 @@ def targets(by_group: dict[str, dict[str, Any]], scaling: list[dict[str, Any]],
     return "\n".join(["| target | measured | verdict |", "|---|---|---|", *rows])
 
 
-def render(results: dict[str, Any], out_dir: Path) -> str:
+def analysis(results: dict[str, Any]) -> str:
+    """Targets, the window sweep beside the peer, and the encoder scaling table."""
     runs = results["runs"]
     sweep = [r for r in runs if r["group"] != "peer" and not r["group"].startswith("scaling")]
-    scaling = [r for r in runs if r["group"].startswith("scaling")]
     peer = next((r for r in runs if r["group"] == "peer"), None)
     by_group = {r["group"]: r for r in sweep}
+    scaling = _scaling(results)
     return "\n".join([
         "## Targets", "", targets(by_group, scaling, peer), "",
         "## Window sweep and peer", "",
@@ -160,4 +169,4 @@ def render(results: dict[str, Any], out_dir: Path) -> str:
         "LMs trained on the training transcripts only.", "", sweep_table(sweep, peer), "",
         "## Encoder scaling: forward time / peak memory vs audio length", "",
         "Default-size encoder (random weights), batch 1, fp32, no grad; each cell a fresh "
-        "subprocess.", "", scaling_section(scaling, out_dir)])
+        "subprocess.", "", scaling_table(scaling)])

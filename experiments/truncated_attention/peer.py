@@ -1,11 +1,12 @@
-"""Peer recogniser: pocketsphinx (CMU Sphinx, HMM/GMM acoustic model trained on real US English
-speech, with its bundled en-us trigram LM and dictionary) on the Asterisk real-speech set.
+"""Stage ``pocketsphinx``: the peer recogniser (CMU Sphinx, HMM/GMM acoustic model trained on
+real US English speech, with its bundled en-us trigram LM and dictionary) on the Asterisk
+real-speech set.
 
 Its hypotheses are normalised with the same :func:`tasks.asr.text.normalize` as the
-references, and scored with the same torchmetrics WER/CER as our model. Decoding the 551
-prompts takes ~20 CPU-minutes (~30+ on a loaded machine), so results are cached in the data
-cache keyed by the pocketsphinx version and the number of prompts; ``python -m
-tasks.asr.peer [N]`` fills the cache ahead of an experiment.
+references, and scored with the same torchmetrics WER/CER as our model. Decoding all prompts
+is slow, so results are cached in the data cache keyed by the pocketsphinx version and the
+number of prompts; ``python -m experiments.truncated_attention.peer [N]`` fills the cache
+ahead of an experiment.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ def asterisk_results(limit: int | None = None) -> dict[str, Any]:
               "hypotheses": hypotheses, "references": real["texts"][:n]}
     atomic_write_bytes(path, json.dumps(result, indent=1).encode())
     return result
+
+
+def rows(limit: int | None = None) -> list[dict[str, Any]]:
+    """The peer's row: CER and WER on the first ``limit`` (default all) Asterisk prompts."""
+    peer = asterisk_results(limit)
+    print(f"  pocketsphinx: cer {peer['cer']:.4f} wer {peer['wer']:.4f} "
+          f"({peer['utterances']} prompts, {peer['seconds']} s)", flush=True)
+    return [{"name": "pocketsphinx", "group": "peer", "head": "asr",
+             "model": f"pocketsphinx-{peer['version']}", "dataset": "asterisk",
+             "precision": None, "train_seconds": None,
+             "metrics": {"test/cer_real": peer["cer"], "test/wer_real": peer["wer"],
+                         "utterances": peer["utterances"], "decode_seconds": peer["seconds"],
+                         "audio_seconds": peer["audio_seconds"]}}]
 
 
 if __name__ == "__main__":

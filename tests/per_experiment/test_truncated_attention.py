@@ -1,16 +1,16 @@
-"""The truncated_attention experiment's scaling benchmark and target check."""
+"""truncated_attention: the scaling stage's measurement and the report's target check."""
 
 from __future__ import annotations
 
 import pytest
 
-from tasks.asr.benchmark import SCALING_VARIANTS, measure_encoder
-from tasks.asr.report import targets
+from experiments.truncated_attention.report import targets
+from experiments.truncated_attention.scaling import VARIANTS, measure_encoder
 
 
-@pytest.mark.parametrize("name", list(SCALING_VARIANTS))
+@pytest.mark.parametrize("name", list(VARIANTS))
 def test_measure_encoder_runs_every_scaling_variant(name):
-    window, kernel = SCALING_VARIANTS[name]
+    window, kernel = VARIANTS[name]
     result = measure_encoder(2.0, window, kernel)
     assert result["encoder_frames"] == 49  # 200 frames after 4x subsampling
     assert result["seconds"] > 0 and result["peak_memory_mb"] >= 0

@@ -1,0 +1,53 @@
+"""Speed and memory measurements for experiment stages (benchmarks, peers side by side).
+
+Memory is the kernel's account of this process (Linux ``/proc/self``): :func:`reset_peak_rss`
+clears the peak-resident-size mark and returns the resident size at that moment, so
+:func:`peak_rss_since` afterwards counts only what the measured code allocated, not start-up or
+inputs. Speed is :func:`interleaved_rates`: candidates timed in turn, round by round, so load
+from other processes on a shared CPU falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+Key = TypeVar("Key")
+
+
+def proc_status_mb(field: str) -> float:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MB."""
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak_rss() -> float:
+    """Reset the peak-RSS mark (``clear_refs`` 5) and return the current RSS in MB."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return proc_status_mb("VmRSS")
+
+
+def peak_rss_since(before: float) -> float:
+    """Peak RSS (MB) since :func:`reset_peak_rss` returned ``before``, above that level."""
+    return proc_status_mb("VmHWM") - before
+
+
+def interleaved_rates(steps: dict[Key, Callable[[], None]], rounds: int, steps_per_round: int,
+                      items_per_step: int, warmup_rounds: int = 0) -> dict[Key, float]:
+    """Items per second of each candidate's ``step``: every round runs each candidate's
+    ``steps_per_round`` steps in turn; the median over ``rounds`` timed rounds (after
+    ``warmup_rounds`` untimed ones) counts."""
+    rates: dict[Key, list[float]] = {key: [] for key in steps}
+    for round_ in range(warmup_rounds + rounds):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                step()
+            if round_ >= warmup_rounds:
+                rates[key].append(items_per_step * steps_per_round
+                                  / (time.perf_counter() - start))
+    return {key: statistics.median(values) for key, values in rates.items()}

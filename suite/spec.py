@@ -1,0 +1,122 @@
+"""The experiment file ``configs/experiments/<name>.yaml``: loading it, and expanding its
+training runs (runs x seeds) and its stages into the plan :mod:`suite.experiment` executes::
+
+    description: what question the experiment answers
+    head: vision
+    seeds: [0, 1]
+    runs:
+      - {name: cnn-1k, config: configs/vision/cnn.yaml, overrides: {data.train_size: 1000}}
+    stages:
+      - {name: throughput, function: experiments.vit_vs_cnn.throughput.rows,
+         params: {steps: 4}, quick: {steps: 2}}
+    quick: {seeds: [0], runs: [cnn-1k], overrides: {trainer.max_epochs: 1}}
+    report: {metrics: [test/acc], analysis: experiments.vit_vs_cnn.report.analysis}
+
+A **run** is ``suite train`` of one head with a config file and overrides; an override value
+may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{seed}"``, so each seed also draws
+its own data split). A **stage** is a function ``(**params) -> list[row]`` that adds rows
+which are not training runs (peers, baselines, speed and memory measurements) in the
+results-file format; ``quick`` parameters replace ``params`` under ``--quick``. An experiment
+may consist of stages only (a benchmark).
+
+Both carry a **fingerprint** of what their rows depend on besides code, so rows measured by an
+earlier invocation are reused only while it is unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import yaml
+
+from suite import paths
+from suite.errors import UsageError
+from tasks import get_head
+
+
+def load_spec(name: str) -> dict[str, Any]:
+    """The parsed experiment file; an unknown name is a usage error listing the known ones."""
+    path = paths.CONFIGS / "experiments" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise UsageError(f"unknown experiment {name!r}; expected one of: {', '.join(known)}")
+    spec = yaml.safe_load(path.read_text())
+    spec.setdefault("name", name)
+    return spec
+
+
+def runs_folder(name: str, quick: bool) -> str:
+    """Where experiment ``name``'s runs go under ``runs/<head>/``: a ``--quick`` grid apart."""
+    return f"{name}-quick" if quick else name
+
+
+def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Expand runs x seeds (the quick subset with its extra overrides when ``quick``); a run
+    of an unknown head is a usage error before anything trains."""
+    quick_spec = spec.get("quick", {}) if quick else {}
+    seeds = quick_spec.get("seeds", spec.get("seeds", [0]))
+    runs = spec.get("runs", [])
+    if quick_spec.get("runs"):
+        runs = [r for r in runs if r["name"] in quick_spec["runs"]]
+    planned = []
+    for run in runs:
+        for seed in run.get("seeds", seeds):
+            overrides = {key: value.replace("{seed}", str(seed)) if isinstance(value, str)
+                         else value for key, value in
+                         {**run.get("overrides", {}), **quick_spec.get("overrides", {})}.items()}
+            planned.append({"name": f"{run['name']}-s{seed}", "group": run["name"],
+                            "head": get_head(run.get("head", spec.get("head"))).name,
+                            "seed": seed, "config": run.get("config"), "overrides": overrides})
+    return planned
+
+
+def plan_stages(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
+    """Each declared stage with the parameters it is called with (``quick`` ones if quick)."""
+    return [{"name": stage["name"], "function": stage["function"],
+             "params": {**stage.get("params", {}), **(stage.get("quick", {}) if quick else {})}}
+            for stage in spec.get("stages", [])]
+
+
+def fingerprint(run: dict[str, Any]) -> str:
+    """What a run's result depends on besides code: its head's default config, its own config
+    file (parsed, so comments and layout do not count), overrides and seed. A finished run
+    whose fingerprint differs is stale."""
+    files = [paths.ROOT / "configs" / run["head"] / "default.yaml"]
+    files += [paths.ROOT / run["config"]] if run["config"] else []
+    configs = [yaml.safe_load(path.read_text()) if path.is_file() else None for path in files]
+    key = json.dumps([configs, sorted(run["overrides"].items()), run["seed"]], default=str,
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def stage_fingerprint(stage: dict[str, Any]) -> str:
+    """What a stage's rows depend on besides code: its name, function and parameters."""
+    key = json.dumps([stage["name"], stage["function"], stage["params"]], default=str,
+                     sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def build_module(head: str, config: str | None = None, **changes: Any) -> Any:
+    """The TaskModule ``suite train HEAD [-c CONFIG]`` trains, freshly initialised, without a
+    trainer or data: the module's defaults, then the head's default.yaml, then ``config``
+    (their ``model:`` keys, merged by jsonargparse as LightningCLI merges them), then
+    ``changes``. Stages use it to measure a head's model exactly as its runs build it.
+
+    No data module is built, so the head's ``links`` are not applied: a linked argument keeps
+    the module's default unless ``changes`` gives it (vision's default data set, say, is the
+    one its runs use; a head whose linked argument has no default needs it in ``changes``)."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(get_head(head).module_class(), "model", fail_untyped=False)
+    arguments = parser.get_defaults()
+    files = [paths.CONFIGS / head / "default.yaml", *([paths.ROOT / config] if config else [])]
+    for path in files:
+        if path.is_file():
+            section = (yaml.safe_load(path.read_text()) or {}).get("model", {})
+            arguments = parser.parse_object({"model": section}, namespace=arguments)
+    arguments = parser.parse_object({"model": changes}, namespace=arguments)
+    return parser.instantiate(arguments).model
+
