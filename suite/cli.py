@@ -28,7 +28,8 @@ commands:
   train <head> [-c CONFIG] [--key=value ...]   train (LightningCLI; `suite train <head> --help`)
   test <head> --ckpt PATH [--key=value ...]    evaluate a checkpoint on the test split(s)
   predict <head> --ckpt PATH INPUT [...]       predict for your own files or strings
-  experiment <name> [--quick] [--force] [--jobs N]  configs/experiments/<name>.yaml -> reports/
+  experiment <name> [--quick] [--force] [--jobs N] [--only RUN ...]
+                                        configs/experiments/<name>.yaml -> reports/
 """
 
 

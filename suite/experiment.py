@@ -45,6 +45,7 @@ from suite.spec import (
 
 
 def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]:
+    """The ``suite train`` command line of one planned run, its directory under ``root``."""
     command = [sys.executable, "-m", "suite.cli", "train", run["head"]]
     if run["config"]:
         command += ["-c", str(paths.ROOT / run["config"])]
@@ -161,8 +162,8 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
     by_unit = {**earlier, **fresh}
     command = f"suite experiment {name}" + (" --quick" if quick else "")
     command += f" --jobs {jobs}" if jobs > 1 and planned else ""
-    results = {"experiment": name, "command": command + (
-                   f" --only {' '.join(only)}" if only else ""),
+    command += f" --only {' '.join(only)}" if only else ""
+    results = {"experiment": name, "command": command,
                "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "git_sha": git_sha(), "hardware": hardware(),
                "runs": [row for unit in units if unit in by_unit for row in by_unit[unit]]}

@@ -108,9 +108,11 @@ class Head:
                              f"{state}") from err
 
     def module_class(self) -> type:
+        """The head's TaskModule class."""
         return self.load(self.module)
 
     def datamodule_class(self) -> type:
+        """The head's LightningDataModule class."""
         return self.load(self.datamodule)
 
     def prepare(self, dataset: str | None = None) -> None:

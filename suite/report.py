@@ -224,7 +224,8 @@ def _header(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
                   "within one data set's rows measured together.", ""]
     if results.get("left_out"):
         parts += [f"**Partial report**: {len(results['left_out'])} planned runs are not in it "
-                  f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}` "
+                  f"({', '.join(results['left_out'])}); `suite experiment {spec['name']}"
+                  f"{' --quick' if is_quick(results) else ''}` "
                   "runs them (finished runs are kept).", ""]
     return parts
 

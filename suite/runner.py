@@ -223,6 +223,7 @@ def init_keys(cls: type) -> list[str]:
 
 
 def linked_key_error(source: str, target: str) -> str:
+    """The one-line error for a user who sets ``target``, which the data's ``source`` sets."""
     return (f"{target} is set by the data module ({source}, a link in the head's contract); "
             f"leave it out")
 

@@ -20,7 +20,8 @@ results-file format; ``quick`` parameters replace ``params`` under ``--quick``. 
 may consist of stages only (a benchmark).
 
 Both carry a **fingerprint** of what their rows depend on besides code, so rows measured by an
-earlier invocation are reused only while it is unchanged.
+earlier invocation are reused only while it is unchanged. A stage that measures a head's model
+builds it with :func:`build_module`, exactly as a run of that head would.
 """
 
 from __future__ import annotations

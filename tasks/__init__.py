@@ -1,4 +1,5 @@
-"""Task heads. Each head is a package ``tasks/<head>/`` with the same four files:
+"""Task heads. Each head is a package ``tasks/<head>/`` with the same four files (plus extras
+named for what they hold, e.g. ``asr/corpus.py``, ``graph/molecules.py``):
 
 - ``__init__.py`` - ``HEAD``, its :class:`suite.head.Head`: the contract the commands read. It
   names its two classes (``module="VisionModule"``); this layout says where they are;

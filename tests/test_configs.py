@@ -22,8 +22,9 @@ from jsonargparse import Namespace
 from suite.errors import UsageError
 from suite.experiment import train_command
 from suite.paths import CONFIGS
+from suite.report import load_function
 from suite.runner import SuiteCLI, build_cli
-from suite.spec import load_spec, plan_runs
+from suite.spec import load_spec, plan_runs, plan_stages
 from tasks import HEADS
 
 CONFIG_FILES = sorted(path for head in HEADS for path in (CONFIGS / head).glob("*.yaml"))
@@ -95,8 +96,9 @@ EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_every_run_an_experiment_plans_parses(path: Path, parse, tmp_path: Path) -> None:
     """Each run of the full and the quick grid, its ``suite train`` arguments exactly as the
-    experiment passes them, parses: a stale or linked override key fails here, not hours into
-    the grid. Runs that differ only in their seed parse once."""
+    experiment passes them, parses, and each override reaches the config: a stale or linked
+    override key fails here, not hours into the grid. Runs that differ only in their seed parse
+    once. Every stage's function loads."""
     spec = load_spec(path.stem)
     seen = set()
     for run in plan_runs(spec, quick=False) + plan_runs(spec, quick=True):
@@ -107,6 +109,11 @@ def test_every_run_an_experiment_plans_parses(path: Path, parse, tmp_path: Path)
         command = train_command(run, spec["name"], tmp_path)
         args = command[command.index("train") + 2:]
         try:
-            parse(run["head"], *args)
+            cli = parse(run["head"], *args)
         except UsageError as err:
             raise AssertionError(f"{path.stem} / {run['name']}: {err}") from err
+        for key, value in run["overrides"].items():  # typed by the parser: 40 -> 40.0, "0" -> 0
+            got = lookup(cli.config, key)
+            assert got == value or str(got) == str(value), (run["name"], key, got)
+    for stage in plan_stages(spec, quick=False):
+        assert callable(load_function(stage["function"])), stage["name"]

@@ -28,7 +28,7 @@ from suite.report import (
 SPEC = {
     "name": "demo", "head": "seq2seq", "seeds": [0, 1],
     "runs": [{"name": "a", "config": "configs/seq2seq/default.yaml",
-              "overrides": {"model.depth": 1}},
+              "overrides": {"model.encoder.depth": 1}},
              {"name": "b", "config": None, "overrides": {}, "seeds": [5]}],
     "quick": {"seeds": [0], "runs": ["a"], "overrides": {"trainer.max_steps": 2}},
     "report": {"metrics": ["test/exact_match"],
@@ -42,15 +42,15 @@ def test_plan_expands_seeds_and_quick_subset():
     assert [r["name"] for r in full] == ["a-s0", "a-s1", "b-s5"]
     quick = plan_runs(SPEC, quick=True)
     assert [r["name"] for r in quick] == ["a-s0"]
-    assert quick[0]["overrides"] == {"model.depth": 1, "trainer.max_steps": 2}
+    assert quick[0]["overrides"] == {"model.encoder.depth": 1, "trainer.max_steps": 2}
 
 
 def test_overrides_can_name_the_run_seed():
     spec = {"name": "demo", "head": "seq2seq", "seeds": [3, 4],
             "runs": [{"name": "a", "config": None, "overrides": {"data.seed": "{seed}",
-                                                                 "model.depth": 1}}]}
+                                                                 "model.encoder.depth": 1}}]}
     assert [r["overrides"] for r in plan_runs(spec, quick=False)] == [
-        {"data.seed": "3", "model.depth": 1}, {"data.seed": "4", "model.depth": 1}]
+        {"data.seed": "3", "model.encoder.depth": 1}, {"data.seed": "4", "model.encoder.depth": 1}]
 
 
 def test_mean_sd_formatting():
@@ -373,3 +373,15 @@ def test_build_module_is_the_module_a_run_trains():
     module = build_module("seq2seq", "configs/seq2seq/default.yaml", encoder={"depth": 1})
     assert module.hparams["encoder"].depth == 1 and module.hparams["encoder"].dim == 64
     assert module.hparams["lr"] == 0.002
+
+
+def test_a_partial_quick_report_names_the_quick_command():
+    from suite.report import _header
+
+    results = {"command": "suite experiment demo --quick --only a", "generated": "now",
+               "git_sha": None, "hardware": {"cpu": "cpu", "threads": 2, "gpu": None},
+               "runs": [], "left_out": ["b-s0"]}
+    text = "\n".join(_header({"name": "demo"}, results))
+    assert "`suite experiment demo --quick` runs them" in text
+    results["command"] = "suite experiment demo --only a"
+    assert "`suite experiment demo` runs them" in "\n".join(_header({"name": "demo"}, results))

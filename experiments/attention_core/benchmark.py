@@ -25,7 +25,7 @@ from suite.paths import ROOT
 
 WINDOW = (32, 32)
 HEADS, HEAD_DIM = 4, 64
-# name -> (impl, windowed); "full-explicit" is the textbook T x T softmax.
+# name -> (impl, windowed); "full (explicit T x T)" is the textbook softmax.
 VARIANTS = {
     "full (fused SDPA)": ("fused", False),
     "full (explicit T x T)": ("explicit", False),

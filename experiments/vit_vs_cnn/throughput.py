@@ -15,13 +15,28 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
+from suite.blocks import LayerConfig
 from suite.measure import interleaved_rates
 from suite.spec import build_module
-from tasks.vision.model import torchvision_vit
+from tasks.vision.model import TorchvisionClassifier
 
 VIT_CONFIG = "configs/vision/vit.yaml"
+
+
+def torchvision_vit(image_size: int, in_channels: int, num_classes: int, encoder: LayerConfig,
+                    patch_size: int = 4) -> TorchvisionClassifier:
+    """``torchvision.models.VisionTransformer`` of the given size (class token, learned 1-D
+    positions, fused in-projection), with its stem taking ``in_channels``: the throughput peer."""
+    net = torchvision.models.VisionTransformer(
+        image_size=image_size, patch_size=patch_size, num_layers=encoder.depth,
+        num_heads=encoder.num_heads, hidden_dim=encoder.dim, mlp_dim=encoder.ffn_dim,
+        dropout=encoder.dropout, attention_dropout=encoder.attention_dropout,
+        num_classes=num_classes)
+    net.conv_proj = nn.Conv2d(in_channels, encoder.dim, patch_size, stride=patch_size)
+    return TorchvisionClassifier(net)
 
 
 def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,

@@ -40,6 +40,7 @@ from tasks.sentiment.model import (
 
 Batch = dict[str, Tensor]
 ENCODER = LayerConfig(dim=128, depth=2, ffn_dim=256, attention_dropout=0.1)
+"""The sentiment head's default encoder size (``--model.encoder.*``)."""
 
 
 def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:

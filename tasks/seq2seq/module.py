@@ -25,6 +25,7 @@ def strip_eos(tokens: Tensor) -> list[list[int]]:
 
 
 ENCODER = LayerConfig(dim=64, depth=2, ffn_dim=256)
+"""The seq2seq head's default size of each stack (``--model.encoder.*``)."""
 
 
 class Seq2SeqModule(TaskModule):

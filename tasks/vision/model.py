@@ -204,19 +204,6 @@ def resnet18_28(in_channels: int, num_classes: int) -> TorchvisionClassifier:
     return TorchvisionClassifier(net, channels_last=True)
 
 
-def torchvision_vit(image_size: int, in_channels: int, num_classes: int, encoder: LayerConfig,
-                    patch_size: int = 4) -> TorchvisionClassifier:
-    """``torchvision.models.VisionTransformer`` of the given size (class token, learned 1-D
-    positions, fused in-projection), with its stem taking ``in_channels``: the throughput peer."""
-    net = torchvision.models.VisionTransformer(
-        image_size=image_size, patch_size=patch_size, num_layers=encoder.depth,
-        num_heads=encoder.num_heads, hidden_dim=encoder.dim, mlp_dim=encoder.ffn_dim,
-        dropout=encoder.dropout, attention_dropout=encoder.attention_dropout,
-        num_classes=num_classes)
-    net.conv_proj = nn.Conv2d(in_channels, encoder.dim, patch_size, stride=patch_size)
-    return TorchvisionClassifier(net)
-
-
 def _init_weights(module: nn.Module) -> None:
     """Truncated-normal (std 0.02) linear/conv weights and zero biases, as in ViT."""
     if isinstance(module, nn.Linear | nn.Conv2d):

@@ -29,6 +29,7 @@ from tasks.vision.data import DATASETS, DatasetName, load_image_file
 from tasks.vision.model import PixelTransformer, VisionTransformer, create_model
 
 ENCODER = LayerConfig(dim=96, depth=6, ffn_dim=192, dropout=0.0)
+"""The vision head's default encoder size (``--model.encoder.*``; the CNNs have none)."""
 
 LEGACY_FLAT = ("patch_size", "pool", "local_kernel", "pixel_grid", "pixel_window", "cnn_widths",
                "cnn_blocks", "channels_last")

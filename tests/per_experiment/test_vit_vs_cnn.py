@@ -1,8 +1,12 @@
 """vit_vs_cnn: the report states the lecture's claim from whatever grid it is given; the
-throughput stage returns one row per model and precision."""
+throughput stage's torchvision peer takes our encoder's size, and the stage returns one row per
+model and precision."""
+
+import torch
 
 from experiments.vit_vs_cnn.report import _claim, figures
-from experiments.vit_vs_cnn.throughput import rows
+from experiments.vit_vs_cnn.throughput import rows, torchvision_vit
+from suite.blocks import LayerConfig
 
 
 def test_claim_with_one_size_does_not_read_a_trend():
@@ -29,6 +33,13 @@ def test_rollouts_come_from_each_attention_models_largest_seed0_run():
                         row("cnn-5k-s0", "cnn", 5000)]}
     [shown] = figures(results).figures
     assert (shown.run, shown.name) == ("vit-5k-s0", "attention_rollout_vit.png")
+
+
+def test_the_torchvision_peer_takes_our_size_and_images():
+    encoder = LayerConfig(dim=16, depth=2, num_heads=2, ffn_dim=32)
+    peer = torchvision_vit(28, 1, 10, encoder, patch_size=4)
+    assert len(peer.net.encoder.layers) == 2 and peer.net.hidden_dim == 16
+    assert peer(torch.randn(2, 1, 28, 28))[0].shape == (2, 10)
 
 
 def test_throughput_stage_rows():

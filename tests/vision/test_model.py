@@ -15,7 +15,6 @@ from tasks.vision.model import (
     VisionTransformer,
     create_model,
     local_patch_mask,
-    torchvision_vit,
 )
 from tasks.vision.module import VisionModule, attention_rollout
 
@@ -48,8 +47,6 @@ def test_colour_input_and_class_token() -> None:
     model = small("vit", image_size=32, in_channels=3, num_classes=7, pool="cls")
     logits, maps = model(torch.randn(2, 3, 32, 32), need_weights=True)
     assert logits.shape == (2, 7) and maps[0].shape == (2, 2, 65, 65)
-    peer = torchvision_vit(28, 1, 10, SMALL, patch_size=4)
-    assert peer(torch.randn(2, 1, 28, 28))[0].shape == (2, 10)
 
 
 @pytest.mark.parametrize("name", ["cnn", "resnet18"])
