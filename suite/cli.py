@@ -1,16 +1,17 @@
-"""The ``suite`` command: list, data prepare, train, test, predict, experiment.
+"""The ``suite`` command: list, data prepare|verify, train, test, predict, experiment.
 
 ``train`` and ``test`` are LightningCLI underneath (YAML configs, dotted overrides,
 ``--help`` per head). Every command reads a head only through its contract,
 :class:`suite.head.Head` (the registry is ``tasks.HEADS``); a head's classes are imported only
 when it is used.
 Usage errors (unknown head, unknown key, missing config) are one line on stderr and exit 2;
-bad data or input files are one line and exit 1.
+bad data or input files are one line and exit 1. ``SUITE_DEBUG=1`` shows their tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ USAGE = """usage: suite <command> ...
 commands:
   list                                  heads, configs, experiments, data sets here
   data prepare <head|all> [--dataset D] fetch / build data into $SUITE_DATA_DIR
+  data verify <head|all> [--dataset D]  re-hash the cached data; fetch damaged files again
   train <head> [-c CONFIG] [--key=value ...]   train (LightningCLI; `suite train <head> --help`)
   test <head> --ckpt PATH [--key=value ...]    evaluate a checkpoint on the test split(s)
   predict <head> --ckpt PATH INPUT [...]       predict for your own files or strings
@@ -46,8 +48,7 @@ def cmd_list(argv: list[str]) -> int:
         head = HEADS[name]
         configs = sorted(p.stem for p in (CONFIGS / name).glob("*.yaml"))
         try:
-            shown = ", ".join(f"{d} [{'ready' if ok else 'not prepared'}]"
-                              for d, ok in head.available().items())
+            shown = ", ".join(f"{d} [{state}]" for d, state in head.available().items())
         except UsageError as err:
             shown = f"(cannot import: {err})"
         status = "" if head.status == "ready" else f"[{head.status}] "
@@ -60,17 +61,41 @@ def cmd_list(argv: list[str]) -> int:
 
 def cmd_data(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="suite data", exit_on_error=False)
-    parser.add_argument("action", choices=["prepare"])
+    parser.add_argument("action", choices=["prepare", "verify"])
     parser.add_argument("head", help="a head name or 'all' (every head that is ready)")
     parser.add_argument("--dataset", default=None, help="one data set of the head")
     args = parse(parser, argv)
     heads = ([name for name in head_names() if HEADS[name].status == "ready"]
              if args.head == "all" else [args.head])
+    from suite.cache import full_check
+
     for head in map(get_head, heads):
-        print(f"preparing {head.name}" + (f" / {args.dataset}" if args.dataset else ""),
+        doing = {"prepare": "preparing", "verify": "verifying"}[args.action]
+        print(f"{doing} {head.name}" + (f" / {args.dataset}" if args.dataset else ""),
               flush=True)
-        head.prepare(args.dataset)
+        with full_check():  # every cached file is re-hashed, not trusted by size and mtime
+            if args.action == "prepare":
+                head.prepare(args.dataset)
+            else:
+                verify(head, args.dataset)
     return 0
+
+
+def verify(head: Head, dataset: str | None) -> None:
+    """Print each data set's state; fetch or build a corrupt one again (a DataError when no
+    source works). Missing data sets are left to ``suite data prepare``."""
+    states = head.available()
+    if dataset is not None and dataset not in states:
+        raise UsageError(f"unknown {head.name} data set {dataset!r}; valid: {', '.join(states)}")
+    for name, state in states.items():
+        if dataset not in (None, name):
+            continue
+        if state == "corrupt":
+            head.prepare(name)
+            state = "corrupt, repaired"
+        elif state == "missing":
+            state = f"missing (`suite data prepare {head.name} --dataset {name}` prepares it)"
+        print(f"  {name}: {state}", flush=True)
 
 
 def cmd_train(argv: list[str], *, test: bool = False) -> int:
@@ -111,15 +136,18 @@ def cmd_predict(argv: list[str]) -> int:
         path = Path(args.file)
         if not path.is_file():
             raise DataError(f"{path}: no such file (expected a text file, one input per line)")
-        inputs += [line for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}); expected one "
+                            f"input per line") from err
+        inputs += [line for line in text.splitlines() if line.strip()]
     if not inputs:
         raise UsageError("predict needs at least one input (a file or string) or --file")
-    ckpt = Path(args.ckpt)
-    if not ckpt.is_file():
-        raise UsageError(f"checkpoint {ckpt} does not exist")
     import torch
 
-    module = head.module_class().from_checkpoint(ckpt)  # upgrades older checkpoints
+    # checked to be this head's, read safely, upgraded if older
+    module = head.module_class().from_checkpoint(args.ckpt)
     module.eval()
     options = {option.name: getattr(args, option.name) for option in head.predict_options}
     with torch.inference_mode():
@@ -186,12 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"unknown command {command!r}; expected one of: "
                              f"{', '.join(COMMANDS)}")
         return COMMANDS[command](argv[1:])
-    except UsageError as err:
+    except (UsageError, DataError) as err:
+        if os.environ.get("SUITE_DEBUG") == "1":
+            raise
         print(f"suite {command}: error: {err}", file=sys.stderr)
-        return 2
-    except DataError as err:
-        print(f"suite {command}: error: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UsageError) else 1
 
 
 if __name__ == "__main__":

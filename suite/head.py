@@ -10,7 +10,8 @@ and the experiment runner read a head only through its :class:`Head`:
   elsewhere). Strings, so reading the registry imports no torch; :meth:`Head.load` is the one
   place they are imported.
 - ``data``: the module holding ``prepare(dataset: str | None) -> None`` (fetch or build into the
-  data cache; idempotent) and ``available() -> dict[str, bool]`` (each data set: ready here?);
+  data cache; idempotent) and ``available() -> dict[str, str]`` (each data set's state here:
+  ``"missing"``, ``"ready"`` or ``"corrupt"``, a :class:`suite.cache.State`);
   by default ``tasks.<name>.data``, beside the data module.
 - ``monitor``: the validation metric that picks the best checkpoint, and whether low or high is
   best.
@@ -33,6 +34,7 @@ on one graph, but on its labelled nodes).
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,6 +121,21 @@ class Head:
         """Fetch or build ``dataset`` (all of the head's when None) into the data cache."""
         self.load(f"{self.data}:prepare")(dataset)
 
-    def available(self) -> dict[str, bool]:
-        """Each of the head's data sets: whether it is ready here."""
+    def available(self) -> dict[str, str]:
+        """Each of the head's data sets: its state here (missing, ready or corrupt)."""
         return self.load(f"{self.data}:available")()
+
+
+def init_keys(cls: type) -> list[str]:
+    """The ``__init__`` parameters a class accepts, following ``**kwargs`` up to its bases."""
+    keys: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        keys += [p.name for p in params if p.name != "self"
+                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return keys
+

@@ -32,9 +32,19 @@ from torchmetrics.classification import (
 )
 
 from suite.blocks import LayerConfig
+from suite.checkpoint import head_of, load_checkpoint
+from suite.errors import UsageError
 from suite.logging import confusion_figure, log_figure
 
 Stage = Literal["train", "val", "test"]
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def tsv_field(value: str) -> str:
+    """A user's input echoed in a tab-separated predict line: backslash, tab and line breaks
+    escaped (``\\t``, ``\\n``, ``\\r``, ``\\\\``) so each input stays one line of fixed columns."""
+    return value.translate(_TSV_ESCAPES)
 
 
 def peak_memory_mb() -> float:
@@ -202,15 +212,24 @@ class TaskModule(pl.LightningModule, abc.ABC):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, map_location: str = "cpu") -> TaskModule:
-        """``load_from_checkpoint`` for checkpoints of any age: the saved hyper-parameters are
-        upgraded (:meth:`upgrade_settings`) before the module is built from them."""
-        checkpoint = torch.load(path, map_location=map_location)
+        """``load_from_checkpoint`` for checkpoints of any age, read safely: the file is
+        checked to be this head's checkpoint (:func:`suite.checkpoint.load_checkpoint`) and its
+        hyper-parameters upgraded (:meth:`upgrade_settings`) before the module is built."""
+        name = head_of(cls)
+        checkpoint = load_checkpoint(path, name, map_location)
         key = cls.CHECKPOINT_HYPER_PARAMS_KEY
-        checkpoint[key] = cls.upgrade_settings(checkpoint.get(key, {}))
+        checkpoint[key] = cls.upgrade_settings(checkpoint[key])
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         buffer.seek(0)
-        return cls.load_from_checkpoint(buffer, map_location=map_location)
+        try:
+            return cls.load_from_checkpoint(buffer, map_location=map_location, weights_only=True)
+        except RuntimeError as err:
+            if "state_dict" not in str(err):
+                raise
+            # an old checkpoint names no head; its weights show it is another head's
+            raise UsageError(f"checkpoint {path} does not fit the {name or cls.__name__} model "
+                             f"(its weights are another model's)") from err
 
     # ------------------------------------------------------------------ loops
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:

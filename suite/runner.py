@@ -8,12 +8,11 @@ Every run writes ``runs/<head>/<experiment>/<run-name>/``: the resolved ``config
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import inspect
 import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,13 +26,16 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.trainer.states import TrainerFn
 
+from suite.checkpoint import NameHead, load_checkpoint
 from suite.data import atomic_write_bytes
-from suite.errors import UsageError
-from suite.head import Head
-from suite.logging import make_loggers, wandb_sync_hint
+from suite.errors import DataError, UsageError
+from suite.head import Head, init_keys
+from suite.logging import RunCSVLogger, make_loggers, remember_wandb_id, wandb_sync_hint
 from suite.module import TaskModule, peak_memory_mb, resolve_precision
 from suite.paths import CONFIGS, ROOT
+from suite.resume import RandomState, run_directory
 
 
 def git_sha() -> str | None:
@@ -65,6 +67,12 @@ def versions() -> dict[str, str]:
             "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__}
 
 
+def _flush_csv(trainer: pl.Trainer) -> None:
+    for logger in trainer.loggers:
+        if isinstance(logger, RunCSVLogger):
+            logger.save()
+
+
 def _scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()
             if torch.is_tensor(v) and v.numel() == 1}
@@ -84,12 +92,38 @@ def train_size(trainer: pl.Trainer) -> int | None:
 
 
 class RunSummary(Callback):
-    """Writes ``summary.json`` at the end of fit and of test (merging, never half-written)."""
+    """Writes ``summary.json`` at the end of fit and of test (merging, never half-written).
+
+    A resumed run continues the record: each checkpoint carries the training time so far
+    (``train_seconds`` sums the pieces), ``metrics.csv`` is flushed whenever a checkpoint is
+    written, and resuming drops the rows a killed piece wrote after its checkpoint.
+    """
 
     def __init__(self, path: Path, info: dict[str, Any]) -> None:
         self.path = Path(path)
         self.info = info
         self.fit_start = 0.0
+        self.earlier_seconds = 0.0  # training time of the pieces before a resume
+
+    def train_seconds(self) -> float:
+        return self.earlier_seconds + time.perf_counter() - self.fit_start
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_seconds"] = self.train_seconds()
+        _flush_csv(trainer)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # testing the best checkpoint resumes nothing
+            return
+        self.earlier_seconds = checkpoint.get("train_seconds", 0.0)
+        for logger in trainer.loggers:
+            if isinstance(logger, RunCSVLogger):
+                logger.drop_rows_from(checkpoint["global_step"])
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        _flush_csv(trainer)  # the last epoch's end rows, logged after its checkpoint
 
     def _write(self, update: dict[str, Any]) -> None:
         summary = json.loads(self.path.read_text()) if self.path.is_file() else dict(self.info)
@@ -99,6 +133,8 @@ class RunSummary(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.fit_start = time.perf_counter()
+        if trainer.is_global_zero:
+            remember_wandb_id(self.path.parent, trainer.loggers)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -107,7 +143,7 @@ class RunSummary(Callback):
         # Each rank counts its own shard; the run's totals are world_size times that.
         world = trainer.world_size
         self._write({"params": pl_module.num_parameters(),
-                     "train_seconds": round(time.perf_counter() - self.fit_start, 2),
+                     "train_seconds": round(self.train_seconds(), 2),
                      "samples_per_second": round(world * pl_module.samples_per_second, 2),
                      "peak_memory_mb": round(peak_memory_mb(), 1),
                      "train_size": train_size(trainer),
@@ -142,7 +178,10 @@ class SuiteCLI(LightningCLI):
         parser.add_argument("--run.wandb", default=None,
                             help="W&B mode: offline (default), online or disabled")
         parser.add_argument("--run.resume", default=None,
-                            help="checkpoint to resume from, or 'last' for this run's last.ckpt")
+                            help="checkpoint to resume from, or 'last' for this run's last.ckpt "
+                                 "(without --run.name: the latest run of this experiment)")
+        parser.add_argument("--run.overwrite", default=False, type=bool,
+                            help="replace an existing run of this name (deleting it first)")
         parser.add_argument("--run.test", default=True, type=bool,
                             help="test the best checkpoint after training")
         parser.add_argument("--run.monitor", default=None,
@@ -156,14 +195,15 @@ class SuiteCLI(LightningCLI):
         for source, target in self.head.links:
             if target in self.config:
                 raise UsageError(linked_key_error(source, target))
+        check_sizes(self.config.get("data"))
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         """The trainer LightningCLI would build, wired to this run's directory: CSV + W&B
         loggers, last/best checkpoints, the LR monitor and ``summary.json``."""
         run = self.config["run"]
-        name = run.get("name") or dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         head = self.head.name
-        self.run_dir = Path(run["root"]) / head / run["experiment"] / name
+        self.run_dir = run_directory(run, head)
+        name = self.run_dir.name
         model, data = self.model, self.datamodule
         info = {"head": head, "name": name, "experiment": run["experiment"],
                 "model": getattr(model.hparams, "model", type(model).__name__),
@@ -174,13 +214,17 @@ class SuiteCLI(LightningCLI):
         trainer_config = self.config["trainer"]
         callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks")
                          or [])
-        callbacks.append(RunSummary(self.run_dir / "summary.json", info))
+        callbacks += [RunSummary(self.run_dir / "summary.json", info), RandomState()]
+        callbacks.append(NameHead(head))
         if not trainer_config.get("fast_dev_run"):
             monitor, mode = checkpoint_monitor(run.get("monitor"), run.get("monitor_mode"),
                                                self.head.monitor)
-            callbacks.append(ModelCheckpoint(dirpath=self.run_dir / "checkpoints",
-                                             filename="best", monitor=monitor, mode=mode,
-                                             save_last=True))
+            checkpoints = self.run_dir / "checkpoints"
+            # last.ckpt at every validation end (Lightning's save_last follows new bests only)
+            callbacks += [ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor,
+                                          mode=mode),
+                          ModelCheckpoint(dirpath=checkpoints, filename="last",
+                                          enable_version_counter=False)]
         loggers: Any = False
         if trainer_config.get("logger") is not False:
             tags = [head, str(info["model"]), str(info["dataset"])]
@@ -189,6 +233,19 @@ class SuiteCLI(LightningCLI):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         kwargs.update(default_root_dir=str(self.run_dir), logger=loggers, callbacks=callbacks)
         return super().instantiate_trainer(**kwargs)
+
+
+POSITIVE = ("batch_size", "train_size")
+"""Data settings that must be at least 1 wherever a head has them (None: the head's default)."""
+
+
+def check_sizes(data: Any) -> None:
+    """A batch or training set of no examples is a usage error here, not a traceback from the
+    data loader once the run directory exists."""
+    for key in POSITIVE:
+        value = data.get(key) if data is not None else None
+        if isinstance(value, int) and value < 1:
+            raise UsageError(f"--data.{key}={value}: must be at least 1")
 
 
 def checkpoint_monitor(metric: str | None, mode: str | None, default: tuple[str, str]
@@ -206,20 +263,6 @@ def checkpoint_monitor(metric: str | None, mode: str | None, default: tuple[str,
         raise UsageError(f"--run.monitor={metric}: also give --run.monitor_mode=min|max "
                          "(whether lower or higher is better)")
     return metric, mode
-
-
-def init_keys(cls: type) -> list[str]:
-    """The ``__init__`` parameters a class accepts, following ``**kwargs`` up to its bases."""
-    keys: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        keys += [p.name for p in params if p.name != "self"
-                 and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return keys
 
 
 def linked_key_error(source: str, target: str) -> str:
@@ -272,7 +315,42 @@ def build_cli(head: Head, args: list[str], *, trainer_defaults: dict[str, Any]) 
         classes = {"model": model_class, "data": datamodule_class}
         linked = {target for _, target in head.links}
         raise UsageError(_one_line(err, classes, linked)) from err
+    except ValueError as err:  # a model or data module refusing the settings it was given
+        raise UsageError(f"invalid settings: {' '.join(str(err).split())}") from err
     return cli
+
+
+def check_config_files(args: list[str]) -> None:
+    """Each ``-c``/``--config`` file that exists must be text: jsonargparse would fail on a
+    binary one with a decoding traceback."""
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.partition("=")[2]
+        else:
+            continue
+        try:
+            Path(value).read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise UsageError(f"config {value} is not a text (YAML) file") from err
+        except OSError:  # missing: jsonargparse says so in one line
+            continue
+
+
+def pop_ckpt(args: list[str]) -> tuple[Path, list[str]]:
+    """``suite test``'s ``--ckpt PATH`` or ``--ckpt=PATH``, and the other arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--ckpt":
+            value, rest = (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2:]
+        elif arg.startswith("--ckpt="):
+            value, rest = arg.partition("=")[2], args[:i] + args[i + 1:]
+        else:
+            continue
+        if not value or value.startswith("-"):
+            raise UsageError("--ckpt needs a value: the checkpoint's path")
+        return Path(value), rest
+    raise UsageError("test needs --ckpt PATH")
 
 
 def saved_config(path: Path, head: Head) -> str:
@@ -294,34 +372,39 @@ def saved_config(path: Path, head: Head) -> str:
 def run_lightning(head: Head, args: list[str], *, test: bool) -> int:
     """``suite train`` (fit, then test the best checkpoint) or ``suite test --ckpt``."""
     ckpt = None
+    check_config_files(args)
     if test:
-        if "--ckpt" not in args:
-            raise UsageError("test needs --ckpt PATH")
-        i = args.index("--ckpt")
-        ckpt = Path(args[i + 1])
-        args = args[:i] + args[i + 2:]
-        if not ckpt.is_file():
-            raise UsageError(f"checkpoint {ckpt} does not exist")
+        ckpt, args = pop_ckpt(args)
+        load_checkpoint(ckpt, head.name)  # a bad checkpoint fails here, before any run dir
         saved = ckpt.parent.parent / "config.yaml"
         if saved.is_file():
             args = ["-c", saved_config(saved, head), *args]
     cli = build_cli(head, args, trainer_defaults={"precision": resolve_precision()})
-    return _run(cli, ckpt)
+    fresh = not cli.run_dir.exists()
+    try:
+        return _run(cli, ckpt)
+    except (UsageError, DataError):
+        # Lightning creates the loggers' directory before the data module reads its data
+        if fresh and not (cli.run_dir / "checkpoints").exists():
+            shutil.rmtree(cli.run_dir, ignore_errors=True)
+        raise
 
 
 def _run(cli: SuiteCLI, ckpt: Path | None) -> int:
     trainer, model, datamodule, run = cli.trainer, cli.model, cli.datamodule, cli.config["run"]
     if ckpt is not None:
-        trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt))
+        trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
     else:
         resume = run.get("resume")
         if resume == "last":
             resume = str(cli.run_dir / "checkpoints" / "last.ckpt")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume)
+        if resume is not None:
+            load_checkpoint(resume, cli.head.name)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         if run.get("test") and not trainer.interrupted:
             # The best checkpoint if validation ever ran; else the weights as they stand.
             best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-            trainer.test(model, datamodule=datamodule, ckpt_path=best)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
     _finish(trainer, cli.run_dir)
     return 0
 

@@ -92,12 +92,13 @@ def predict_and_test(head: str, ckpt: Path, inputs: list[str], root: Path,
 
 @pytest.mark.parametrize("head", sorted(OLD))
 def test_a_run_saved_in_the_old_layout_predicts_and_tests_as_before(
-        head: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        head: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: set[Path],
         capsys: pytest.CaptureFixture) -> None:
     pin = PINS[head]
     monkeypatch.setenv("SUITE_DATA_DIR", str(tmp_path / "cache"))
     if pin.write_data is not None:
         pin.write_data(tmp_path / "cache")
+        planted.update(path for path in (tmp_path / "cache").rglob("*") if path.is_file())
     steps = [arg for arg in (*TRAIN, *pin.args) if not arg.startswith("--trainer.max_steps")]
     assert main(["train", head, *steps, "--trainer.max_steps=2",
                  "--run.root", str(tmp_path / "runs")]) == 0

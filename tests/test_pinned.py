@@ -173,11 +173,12 @@ def assert_same_printout(got: list[str], want: list[str]) -> None:
 
 @pytest.mark.parametrize("head", sorted(PINS))
 def test_training_losses_and_prediction_are_pinned(head: str, tmp_path: Path,
-                                                   data_cache: Path,
+                                                   data_cache: Path, planted: set[Path],
                                                    capsys: pytest.CaptureFixture) -> None:
     pin = PINS[head]
     if pin.write_data is not None:
         pin.write_data(data_cache)
+        planted.update(path for path in data_cache.rglob("*") if path.is_file())
     root = tmp_path / "runs"
     assert main(["train", head, *TRAIN, *pin.args, "--run.root", str(root)]) == 0
     run = root / head / "adhoc" / "pin"

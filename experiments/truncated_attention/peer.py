@@ -20,7 +20,8 @@ from typing import Any
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from suite.data import atomic_write_bytes, cache_dir
-from tasks.asr.data import SAMPLE_RATE, load_asterisk
+from tasks.asr.data import load_asterisk
+from tasks.asr.features import SAMPLE_RATE
 from tasks.asr.text import normalize
 
 

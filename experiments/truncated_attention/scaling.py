@@ -42,7 +42,7 @@ def measure_encoder(seconds: float, window: tuple[int, int] | None, kernel: str 
     ``kernel="math"`` materialises the attention weights (see the module docstring)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from tasks.asr.data import N_MELS
+    from tasks.asr.features import N_MELS
 
     torch.manual_seed(0)
     window_arg = None if window is None else list(window)

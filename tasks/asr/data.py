@@ -1,9 +1,8 @@
-"""Data layer of the ASR head: features, the two data sets, and the LightningDataModule.
+"""Data layer of the ASR head: the two data sets and the LightningDataModule.
 
-Features are 80-bin log-mel spectra of 16 kHz audio with 25 ms windows (400 samples) every
-10 ms (160 samples), so ``n`` samples give ``1 + n // 160`` frames. They are normalised per
-mel bin with the mean/std of the *training* set, which :class:`ASRDataModule` exposes so a
-checkpoint can carry them and predict on a user's file the same way (:func:`load_audio_file`).
+The log-mel features (:mod:`tasks.asr.features`) are normalised per mel bin with the mean/std
+of the *training* set, which :class:`ASRDataModule` exposes so a checkpoint can carry them and
+predict on a user's file the same way (:func:`tasks.asr.features.load_audio_file`).
 
 Data sets (cache layout under ``$SUITE_DATA_DIR/asr/``):
 
@@ -15,6 +14,9 @@ Data sets (cache layout under ``$SUITE_DATA_DIR/asr/``):
   ``asterisk-core-sounds-en``. The transcript file is fetched with a sha256; the audio is many
   files, so the sha256 of a listing of (name, sha256 of its ``.g722``) is checked instead, which
   holds whatever the ``.deb`` packaging around the files. Used only as a test set.
+
+Both ``.pt`` files are recorded in the cache's manifest with what they were built from
+(:func:`suite.cache.built`), and built again when damaged or built from other inputs.
 """
 
 from __future__ import annotations
@@ -26,34 +28,30 @@ import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
-import soundfile as sf
 import torch
 import torchaudio
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from suite import cache
+from suite.cache import State, worst
 from suite.data import (
     DataError,
     DebianMember,
     RemoteFile,
-    atomic_path,
     cache_dir,
     fetch,
     single_thread,
 )
 from suite.data import pad_sequences as pad
 from tasks.asr import corpus
+from tasks.asr.features import N_MELS, SAMPLE_RATE, load_audio, log_mel
 from tasks.asr.text import VOCAB, encode, normalize
 
-SAMPLE_RATE = 16_000
-N_MELS = 80
-WIN_LENGTH = 400  # 25 ms
-HOP_LENGTH = 160  # 10 ms
 DEFAULT_CORPUS_SIZE = 16_000
 """Utterances planned for the default corpus (held-out voices included): enough that the default
 model cannot memorise it within its training budget, as it did a smaller one. Every run of
@@ -75,72 +73,6 @@ ASTERISK_COUNT = 551
 _ASTERISK_FIXES = {"exclaimation": "exclamation", "represenatives": "representatives",
                    "umute": "unmute", "Un-indentified": "Unidentified", "witheld": "withheld",
                    "fourtieth": "fortieth", "H.323": "H 3 2 3"}
-
-
-@lru_cache(maxsize=1)
-def _mel() -> torchaudio.transforms.MelSpectrogram:
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=WIN_LENGTH, win_length=WIN_LENGTH, hop_length=HOP_LENGTH,
-        n_mels=N_MELS)
-
-
-def num_frames(num_samples: int) -> int:
-    """Frames the centred STFT gives for ``num_samples`` samples at a 10 ms hop."""
-    return 1 + num_samples // HOP_LENGTH
-
-
-def log_mel(audio: torch.Tensor) -> torch.Tensor:
-    """Mono 16 kHz audio ``(samples,)`` -> log-mel ``(frames, 80)`` (natural log, floor 1e-6)."""
-    with torch.no_grad():
-        return torch.log(_mel()(audio.float()) + 1e-6).T.contiguous()
-
-
-def _riff_truncated(path: Path, size: int) -> bool:
-    """A WAV whose header promises more bytes than the file has (libsndfile reads it quietly)."""
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:4] != b"RIFF":
-        return False
-    declared = int.from_bytes(head[4:8], "little")
-    return declared not in (0, 0xFFFFFFFF) and declared + 8 > size
-
-
-def load_audio(path: str | Path) -> torch.Tensor:
-    """Read any sample rate, mono or stereo, as mono 16 kHz float ``(samples,)``.
-
-    Raises :class:`DataError` with one line naming the file for anything a user could hand
-    over by mistake: a missing, empty, non-audio, truncated, too short or silent file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size == 0:
-        raise DataError(f"{path}: empty file")
-    try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-    except (sf.SoundFileError, RuntimeError) as err:
-        reason = str(err).splitlines()[0].replace(f"Error opening {str(path)!r}: ", "")
-        raise DataError(f"{path}: not a readable audio file, or truncated ({reason})") from err
-    if _riff_truncated(path, size):
-        raise DataError(f"{path}: truncated audio file (header size exceeds the file)")
-    audio = torch.from_numpy(data).mean(dim=1)
-    if rate != SAMPLE_RATE:
-        audio = torchaudio.functional.resample(audio, rate, SAMPLE_RATE)
-    if audio.numel() < WIN_LENGTH:
-        raise DataError(f"{path}: too short ({audio.numel()} samples at 16 kHz; at least "
-                        f"{WIN_LENGTH} needed)")
-    if audio.abs().max() < 1e-4:
-        raise DataError(f"{path}: audio is silent (peak below -80 dBFS)")
-    return audio
-
-
-def load_audio_file(path: str | Path, mean: torch.Tensor | None = None,
-                    std: torch.Tensor | None = None) -> torch.Tensor:
-    """Features ``(frames, 80)`` of a user's audio file for predict; normalised with the
-    checkpoint's ``mean``/``std`` when given (they must be, to match training batches)."""
-    features = log_mel(load_audio(path))
-    return features if mean is None or std is None else (features - mean) / std
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -177,11 +109,24 @@ def _asterisk_path() -> Path:
     return cache_dir() / "asr" / "asterisk.pt"
 
 
+ASTERISK_INPUTS = {"transcripts_sha256": ASTERISK_TRANSCRIPTS.sha256,
+                   "listing_sha256": ASTERISK_LISTING_SHA256, "version": 1}
+"""What ``asterisk.pt`` is built from, as the cache's manifest records it."""
+
+
+def synthetic_inputs(corpus_size: int, seed: int) -> dict[str, object]:
+    """What a corpus's ``features.pt`` is built from (the corpus is a function of these)."""
+    return {"corpus_size": corpus_size, "seed": seed,
+            "excluded_sha256": ASTERISK_TRANSCRIPTS.sha256, "version": 1}
+
+
 def prepare_asterisk() -> Path:
-    """Decode, verify and cache the Asterisk test set (idempotent, atomic)."""
-    target = _asterisk_path()
-    if target.is_file():
-        return target
+    """Decode, verify and cache the Asterisk test set (idempotent, atomic; built again when
+    missing or damaged)."""
+    return cache.built(_asterisk_path(), ASTERISK_INPUTS, _build_asterisk)
+
+
+def _build_asterisk(target: Path) -> None:
     import G722
 
     texts = asterisk_transcripts()
@@ -205,9 +150,7 @@ def prepare_asterisk() -> Path:
         features = [log_mel(a.float() / 32768.0) for a in audio]
     payload = {"names": names, "texts": [texts[n] for n in names], "audio": audio,
                "listing_sha256": digest, **_pack(features)}
-    with atomic_path(target) as tmp_path:
-        torch.save(payload, tmp_path)
-    return target
+    torch.save(payload, target)
 
 
 def _pack(features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -222,14 +165,20 @@ def corpus_dir(corpus_size: int, seed: int) -> Path:
 
 def prepare_synthetic(corpus_size: int = DEFAULT_CORPUS_SIZE, seed: int = 0,
                       workers: int = 2) -> Path:
-    """Synthesize the corpus, then its features and training-set statistics (idempotent)."""
+    """Synthesize the corpus, then its features and training-set statistics (idempotent;
+    the features are built again when missing or damaged)."""
     root = corpus_dir(corpus_size, seed)
-    target = root / "features.pt"
-    if target.is_file():
+    target, inputs = root / "features.pt", synthetic_inputs(corpus_size, seed)
+    if cache.check(target, inputs=inputs).ready:
         return target
-    manifest = corpus.build_corpus(root, corpus_size, seed,
-                                   exclude=set(asterisk_transcripts().values()), workers=workers)
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    # the corpus first: its folder is renamed into place, so nothing may be in it yet
+    corpus.build_corpus(root, corpus_size, seed, exclude=set(asterisk_transcripts().values()),
+                        workers=workers)
+    return cache.built(target, inputs, lambda tmp: _build_features(root, tmp))
+
+
+def _build_features(root: Path, target: Path) -> None:
+    rows = [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
     features, count = [], 0
     total = torch.zeros(N_MELS, dtype=torch.float64)
     squares = torch.zeros(N_MELS, dtype=torch.float64)
@@ -246,9 +195,7 @@ def prepare_synthetic(corpus_size: int = DEFAULT_CORPUS_SIZE, seed: int = 0,
     mean = total / count
     std = (squares / count - mean.pow(2)).clamp_min(1e-6).sqrt()
     payload = {"rows": rows, "mean": mean.float(), "std": std.float(), **_pack(features)}
-    with atomic_path(target) as tmp_path:
-        torch.save(payload, tmp_path)
-    return target
+    torch.save(payload, target)
 
 
 def prepare(dataset: str | None = None) -> None:
@@ -261,10 +208,13 @@ def prepare(dataset: str | None = None) -> None:
         prepare_synthetic()
 
 
-def available() -> dict[str, bool]:
-    """Which data sets are in the cache now (nothing is fetched or built)."""
-    return {"synthetic": (corpus_dir(DEFAULT_CORPUS_SIZE, 0) / "features.pt").is_file(),
-            "asterisk": _asterisk_path().is_file()}
+def available() -> dict[str, State]:
+    """Each data set's state in the cache (nothing is fetched or built)."""
+    features = corpus_dir(DEFAULT_CORPUS_SIZE, 0) / "features.pt"
+    synthetic = cache.check(features, inputs=synthetic_inputs(DEFAULT_CORPUS_SIZE, 0))
+    return {"synthetic": synthetic.state,
+            "asterisk": worst([cache.check(_asterisk_path(), inputs=ASTERISK_INPUTS).state,
+                               ASTERISK_TRANSCRIPTS.state()])}
 
 
 def load_asterisk() -> dict:
@@ -406,8 +356,11 @@ class ASRDataModule(pl.LightningDataModule):
     def _load(self) -> dict:
         if self._synthetic is None:
             path = corpus_dir(self.corpus_size, self.corpus_seed) / "features.pt"
-            if not path.is_file():
-                raise DataError(f"{path}: ASR corpus not prepared; run `suite data prepare asr`")
+            inputs = synthetic_inputs(self.corpus_size, self.corpus_seed)
+            verdict = cache.check(path, inputs=inputs)
+            if not verdict.ready:
+                raise DataError(f"{path}: ASR corpus features {verdict.reason}; run "
+                                "`suite data prepare asr`")
             self._synthetic = torch.load(path, weights_only=True)
         return self._synthetic
 

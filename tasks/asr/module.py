@@ -19,9 +19,9 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from suite.blocks import LayerConfig
 from suite.errors import DataError
 from suite.logging import log_figure, log_table
-from suite.module import Stage, TaskModule
-from tasks.asr.data import N_MELS, load_audio_file
+from suite.module import Stage, TaskModule, tsv_field
 from tasks.asr.decode import CharNGram, beam_decode, greedy_decode
+from tasks.asr.features import N_MELS, load_audio_file
 from tasks.asr.model import ASREncoder
 from tasks.asr.text import BLANK_ID, VOCAB
 from tasks.asr.wordlm import WordDecoder
@@ -243,5 +243,5 @@ class ASRModule(TaskModule):
         lines = []
         for path in inputs:
             features = load_audio_file(path, self.feature_mean.cpu(), self.feature_std.cpu())
-            lines.append(f"{path}\t{self.transcribe(features, stream)}")
+            lines.append(f"{tsv_field(path)}\t{self.transcribe(features, stream)}")
         return lines

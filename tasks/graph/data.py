@@ -33,7 +33,9 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
+from suite.cache import State, worst
 from suite.data import RemoteFile, SplitDataModule, fetch, split_indices
+from suite.errors import UsageError
 from tasks.graph import social
 from tasks.graph.molecules import (
     ATOM_FEATURE_DIMS,
@@ -41,6 +43,7 @@ from tasks.graph.molecules import (
     DESCRIPTORS,
     MOLECULES,
     load_molecules,
+    processed_state,
     scaffold_split,
     smiles_descriptors,
     smiles_to_graph,
@@ -93,20 +96,28 @@ _PE_ATTR = {"laplacian": "lap_pe", "random_walk": "rw_pe"}
 def prepare(dataset: str | None = None) -> None:
     """Fetch ``dataset`` (or every data set) into the cache; molecules are also processed.
 
-    Idempotent: files already in the cache are not fetched again, nor sets re-processed.
+    Idempotent: files already in the cache and intact are not fetched again, nor sets
+    re-processed.
     """
     for name in [dataset] if dataset else list(DATASETS):
         if name not in DATASETS:
-            raise ValueError(f"unknown graph data set {name!r}; choose from {list(DATASETS)}")
+            raise UsageError(f"unknown graph data set {name!r}; choose from {list(DATASETS)}")
         for file in DATASETS[name].files:
             fetch(file)
         if name in MOLECULES:
             load_molecules(name)
 
 
-def available() -> dict[str, bool]:
-    """Whether each data set's files are in the cache (the karate club is always there)."""
-    return {name: all(f.available() for f in info.files) for name, info in DATASETS.items()}
+def available() -> dict[str, State]:
+    """Each data set's state in the cache: its files' (the karate club has none: ready), or
+    corrupt when its processed set is damaged (using it rebuilds it)."""
+    states = {}
+    for name, info in DATASETS.items():
+        files = [file.state() for file in info.files]
+        if name in MOLECULES:
+            files.append(State.CORRUPT if processed_state(name) is State.CORRUPT else State.READY)
+        states[name] = worst(files)
+    return states
 
 
 def _standardiser(train_y: torch.Tensor) -> tuple[float, float]:

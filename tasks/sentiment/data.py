@@ -25,6 +25,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 from torch.utils.data import DataLoader, Sampler
 
+from suite.cache import State, worst
 from suite.data import (
     DataError,
     PyPIMember,
@@ -35,7 +36,7 @@ from suite.data import (
     split_indices,
     text_lines,
 )
-from tasks.sentiment.lexicon import fetch_lexicon, load_lexicon, word_valence
+from tasks.sentiment.lexicon import fetch_lexicon, lexicon_state, load_lexicon, word_valence
 
 DATASET = "rotten-tomatoes"
 INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
@@ -417,13 +418,13 @@ class SentimentDataModule(pl.LightningDataModule):
 
 def prepare(dataset: str | None = None) -> None:
     """Fetch the ratings file and the VADER lexicon into the data cache (verified, atomic; a
-    no-op when present)."""
+    no-op when present and intact)."""
     if dataset not in (None, DATASET):
         raise DataError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
     fetch(RATINGS)
     fetch_lexicon()
 
 
-def available() -> dict[str, bool]:
-    """Which sentiment data sets are in the cache now."""
-    return {DATASET: RATINGS.available()}
+def available() -> dict[str, State]:
+    """Each sentiment data set's state in the cache (missing, ready or corrupt)."""
+    return {DATASET: worst([RATINGS.state(), lexicon_state()])}

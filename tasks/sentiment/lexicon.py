@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tokenizers import Encoding
 
-from suite.data import PyPIMember, RemoteFile, URLMember, fetch, text_lines
+from suite.data import PyPIMember, RemoteFile, State, URLMember, fetch, text_lines
 from suite.errors import DataError
 
 LEXICON_MEMBER = "vaderSentiment/vader_lexicon.txt"
@@ -64,8 +64,13 @@ def read_lexicon(path: Path) -> dict[str, float]:
 
 
 def fetch_lexicon() -> Path:
-    """The VADER lexicon's path in the data cache (fetched and verified the first time)."""
+    """The VADER lexicon's path in the data cache (fetched again when missing or damaged)."""
     return fetch(LEXICON)
+
+
+def lexicon_state() -> State:
+    """The cached lexicon's state (missing, ready or corrupt); fetches nothing."""
+    return LEXICON.state()
 
 
 def load_lexicon() -> dict[str, float]:

@@ -19,16 +19,18 @@ does.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tokenizers import Encoding
 from torch import Tensor
 
 from suite.blocks import LayerConfig
 from suite.errors import DataError
 from suite.logging import log_figure, log_table
-from suite.module import ClassificationMetrics, Stage, TaskModule
+from suite.module import ClassificationMetrics, Stage, TaskModule, tsv_field
 from tasks.sentiment.data import CLASS_NAMES, PAD_ID, UNK_ID, SentimentDataModule
 from tasks.sentiment.model import (
     Pool,
@@ -41,6 +43,17 @@ from tasks.sentiment.model import (
 Batch = dict[str, Tensor]
 ENCODER = LayerConfig(dim=128, depth=2, ffn_dim=256, attention_dropout=0.1)
 """The sentiment head's default encoder size (``--model.encoder.*``)."""
+
+
+def has_known_word(encoding: Encoding) -> bool:
+    """Whether some word of a tokenised text is a single vocabulary token (not ``[UNK]``).
+
+    A text without one reaches the model only as word pieces and unknown characters, so its
+    label says little about its meaning even when a probability is printed for it.
+    """
+    pieces = Counter(w for w in encoding.word_ids if w is not None)  # word -> its token count
+    return any(w is not None and pieces[w] == 1 and token != UNK_ID
+               for w, token in zip(encoding.word_ids, encoding.ids, strict=True))
 
 
 def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:
@@ -222,9 +235,11 @@ class SentimentModule(TaskModule):
 
     # ------------------------------------------------------------------ predict
     def predict_inputs(self, inputs: list[str]) -> list[str]:
-        """``label<TAB>probability<TAB>text`` per input. A text with no tokens stops the run
-        with one :class:`DataError`; a text longer than ``max_length`` tokens is classified
-        on its first tokens, with a notice on stderr."""
+        """``label<TAB>probability<TAB>text`` per input, tabs and line breaks in the text
+        escaped (:func:`suite.module.tsv_field`). A text with no tokens stops the run with one
+        :class:`DataError`; a text longer than ``max_length`` tokens is classified on its first
+        tokens, and one with no word in the vocabulary (:func:`has_known_word`) is classified
+        anyway, each with a notice on stderr."""
         if self.tokenizer_json is None:
             raise DataError("this checkpoint carries no tokenizer; it was not written by "
                             "suite train sentiment")
@@ -237,9 +252,15 @@ class SentimentModule(TaskModule):
             if cut:
                 print(f"notice: input {i + 1} is longer than {hp.max_length - 1} tokens; "
                       f"classified on its first {hp.max_length - 1}", file=sys.stderr)
+        for i, encoding in enumerate(encoder.tokenizer.encode_batch(list(inputs),
+                                                                    add_special_tokens=False)):
+            if not has_known_word(encoding):
+                print(f"notice: no word of input {i + 1} is in the model's vocabulary (only "
+                      "word pieces or unknown characters); classified anyway, the label may "
+                      "mean little", file=sys.stderr)
         logits, _ = self(batch["tokens"].to(self.device), batch["lengths"].to(self.device),
                          valence=self._valence(batch))
         probs = logits.float().softmax(-1).cpu()  # (N, classes)
         confidence, label = probs.max(dim=-1)
-        return [f"{self.class_names[c]}\t{p:.3f}\t{text}" for text, c, p in
+        return [f"{self.class_names[c]}\t{p:.3f}\t{tsv_field(text)}" for text, c, p in
                 zip(inputs, label.tolist(), confidence.tolist(), strict=True)]

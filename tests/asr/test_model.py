@@ -147,7 +147,7 @@ def test_conv_module_context_and_causality():
 
 
 @pytest.fixture
-def fake_corpus(data_cache):
+def fake_corpus(planted):
     """A packed 24-utterance corpus of random features in a temporary data cache."""
     generator = torch.Generator().manual_seed(0)
     texts = ["one two", "three", "the cat sat", "press one"] * 6
@@ -159,6 +159,7 @@ def fake_corpus(data_cache):
     root.mkdir(parents=True)
     torch.save({"rows": rows, "mean": torch.zeros(80), "std": torch.ones(80),
                 **data._pack(features)}, root / "features.pt")
+    planted.add(root / "features.pt")
 
 
 def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):

@@ -18,11 +18,13 @@ ESOL_ROWS = [
 
 
 @pytest.fixture
-def esol(data_cache: Path) -> list[tuple[str, float]]:
-    """Write :data:`ESOL_ROWS` as ESOL's file in the data cache and return them."""
+def esol(planted: set[Path]) -> list[tuple[str, float]]:
+    """Write :data:`ESOL_ROWS` as ESOL's file in the data cache (in place of the real one) and
+    return them."""
     table = MOLECULES["esol"]
     table.file.local.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame({"smiles": [s for s, _ in ESOL_ROWS],
                   table.target_column: [v for _, v in ESOL_ROWS]}).to_csv(
         table.file.local, index=False)
+    planted.add(table.file.local)
     return ESOL_ROWS

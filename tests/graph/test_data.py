@@ -6,7 +6,9 @@ formats (CSV, parquet, graph-tool .gt).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import logging
 import struct
 
@@ -18,13 +20,16 @@ from torch_geometric.data import Batch, Data
 from torch_geometric.transforms import AddLaplacianEigenvectorPE
 from torch_geometric.utils import from_smiles
 
-from suite.errors import DataError
+from suite.data import URLMember
+from suite.errors import DataError, UsageError
 from tasks.graph import data as graph_data
 from tasks.graph import social
 from tasks.graph.molecules import (
     DESCRIPTORS,
+    MOLECULES,
     MoleculeSet,
     MoleculeTable,
+    load_molecules,
     murcko_scaffold,
     processed_path,
     read_table,
@@ -39,6 +44,8 @@ from tasks.graph.structure import (
     positional_encodings,
     shortest_path_distances,
 )
+
+from .conftest import ESOL_ROWS
 
 # ----------------------------------------------------------------------------- molecules
 
@@ -250,7 +257,7 @@ def test_karate_data_module_end_to_end():
     assert not torch.equal(other.parts["train"][0].train_mask, graph.train_mask)
 
 
-def test_cora_loader_on_a_parquet_fixture(data_cache):
+def test_cora_loader_on_a_parquet_fixture(planted):
     words = [np.array(row, dtype=np.int64) for row in ([1, 0, 1, 1], [0, 1, 0, 0], [1, 0, 1, 0])]
     nodes = pd.DataFrame({"nodeId": [30, 10, 20], "labels": "Paper", "subject": [2, 0, 1],
                           "features": words})
@@ -259,6 +266,7 @@ def test_cora_loader_on_a_parquet_fixture(data_cache):
     for frame, file in ((nodes, social.CORA_NODES), (rels, social.CORA_RELS)):
         file.local.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(file.local, compression="gzip")
+        planted.add(file.local)
     data = social.load_cora()
     assert data.y.tolist() == [0, 1, 2]  # sorted by paper id
     assert data.x.dtype == torch.float32 and data.x[0].tolist() == [0, 1, 0, 0]
@@ -276,9 +284,41 @@ def test_planetoid_split_counts():
 
 
 def test_registry_prepare_and_validation(data_cache):
-    assert graph_data.available() == {name: name == "karate" for name in graph_data.DATASETS}
+    assert graph_data.available() == {name: "ready" if name == "karate" else "missing"
+                                      for name in graph_data.DATASETS}
     graph_data.prepare("karate")  # nothing to fetch, no network
-    with pytest.raises(ValueError, match="unknown graph data set"):
+    with pytest.raises(UsageError, match="unknown graph data set"):
         graph_data.prepare("qm9")
     with pytest.raises(ValueError, match="scaffold"):
         graph_data.GraphDataModule("cora", split="scaffold")
+
+
+def test_esol_damaged_or_changed_is_fetched_again_and_its_processed_set_rebuilt(
+        tmp_path, data_cache, monkeypatch):
+    """The issue's cases: ESOL's targets x100 in the cache were processed under the good file's
+    name; a truncated processed set was a traceback."""
+    table = MOLECULES["esol"]
+
+    def serve(rows: list[tuple[str, float]], name: str) -> None:
+        source = tmp_path / name
+        pd.DataFrame({"smiles": [s for s, _ in rows],
+                      table.target_column: [v for _, v in rows]}).to_csv(source, index=False)
+        file = dataclasses.replace(table.file, sha256=hashlib.sha256(source.read_bytes())
+                                   .hexdigest(), sources=(URLMember(source.as_uri()),))
+        monkeypatch.setitem(MOLECULES, "esol", dataclasses.replace(table, file=file))
+
+    serve(ESOL_ROWS, "esol.csv")
+    first = load_molecules("esol")
+    assert first.y.tolist() == pytest.approx([v for _, v in ESOL_ROWS])
+    cached = MOLECULES["esol"].file.local
+    frame = pd.read_csv(cached)
+    frame[table.target_column] *= 100
+    frame.to_csv(cached, index=False)
+    processed_path("esol").unlink()  # processed again from the (damaged) csv
+    assert torch.equal(load_molecules("esol").y, first.y)
+    processed = processed_path("esol")
+    processed.write_bytes(processed.read_bytes()[:100])
+    assert graph_data.available()["esol"] == "corrupt"
+    assert torch.equal(load_molecules("esol").y, first.y)
+    serve(ESOL_ROWS[:10], "esol-v2.csv")  # new raw data: rebuilt, not served from the old set
+    assert len(load_molecules("esol")) == 10

@@ -17,10 +17,10 @@ from .tiny import rows
 
 
 def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
-    assert sentiment.available() == {"rotten-tomatoes": False}
+    assert sentiment.available() == {"rotten-tomatoes": "missing"}
     sentiment.prepare()
     sentiment.prepare("rotten-tomatoes")  # idempotent
-    assert sentiment.available() == {"rotten-tomatoes": True}
+    assert sentiment.available() == {"rotten-tomatoes": "ready"}
     assert lexicon.LEXICON.available()
     texts, scores = sentiment.read_ratings(sentiment.RATINGS.local)
     assert len(texts) == len(ratings)
@@ -132,3 +132,29 @@ def test_real_file_counts_when_cached() -> None:
     texts, scores = sentiment.read_ratings(sentiment.RATINGS.local)
     assert len(texts) == 10_603  # 10,605 lines, two sentences rated twice
     assert Counter(sentiment.label_scores(scores, 2)) == {1: 5241, 0: 5325, None: 37}
+
+
+def test_a_cut_ratings_file_is_listed_corrupt_and_verify_fetches_it_again(
+        ratings: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The issue's case: the ratings file cut short was used as it was."""
+    from suite.cli import main
+
+    assert main(["list"]) == 0
+    assert "data: rotten-tomatoes [missing]" in capsys.readouterr().out
+    sentiment.prepare()
+    path = sentiment.RATINGS.local
+    whole = path.read_bytes()
+    path.write_bytes(b"".join(whole.splitlines(keepends=True)[:5]))
+    assert main(["list"]) == 0
+    assert "data: rotten-tomatoes [corrupt]" in capsys.readouterr().out
+    assert main(["data", "verify", "sentiment"]) == 0
+    assert "rotten-tomatoes: corrupt, repaired" in capsys.readouterr().out
+    assert main(["data", "verify", "sentiment", "--dataset", "imdb"]) == 2
+    assert "valid: rotten-tomatoes" in capsys.readouterr().err
+    assert path.read_bytes() == whole
+    path.write_bytes(whole[:-1])
+    (tmp_path / "hutto_ICWSM_2014.tar.gz").unlink()  # no source left
+    assert main(["data", "prepare", "sentiment"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "sha256" in err[0]
+    assert err[0].endswith("run `suite data prepare sentiment`")

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from suite.blocks import LayerConfig
 from suite.cli import main
 from tasks.sentiment.model import SentimentTransformer, pool_sequence
+from tasks.sentiment.module import has_known_word
 
 CONFIG = LayerConfig(dim=32, depth=2, num_heads=4, ffn_dim=64, dropout=0.1, attention_dropout=0.1)
 TINY = ["--data.vocab_size=80", "--data.batch_size=16",
@@ -148,6 +150,36 @@ def test_train_then_predict_from_the_checkpoint(trained: Path, tmp_path: Path,
     assert main(["predict", "sentiment", "--ckpt", str(ckpt), "good", ""]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty or blank" in err[0]
+
+
+def test_predict_escapes_tsv_and_flags_out_of_vocabulary_text(
+        trained: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    texts = ["a\tnice film", "a dull\nfilm \\ end\r", "qzxv jjwq", "\u65e5\u672c\u8a9e"]
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), *texts]) == 0
+    captured = capsys.readouterr()
+    rows = [line.split("\t") for line in captured.out.strip().splitlines()]
+    assert [len(row) for row in rows] == [3] * 4  # label, probability, text: one line each
+    assert [row[2] for row in rows] == ["a\\tnice film", "a dull\\nfilm \\\\ end\\r", "qzxv jjwq",
+                                        "\u65e5\u672c\u8a9e"]
+    notices = [line for line in captured.err.splitlines() if "vocabulary" in line]
+    assert [n.split("input ")[1].split(" ")[0] for n in notices] == ["3", "4"]
+    assert all(n.startswith("notice: no word of input") for n in notices)
+
+
+def test_has_known_word_needs_a_whole_word_token() -> None:
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "f": 4, "i": 5, "l": 6, "m": 7,
+             "fi": 8, "lm": 9, "film": 10}
+    merges = [("f", "i"), ("l", "m"), ("fi", "lm")]
+    tokenizer = Tokenizer(models.BPE(vocab, merges, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+    def known(text: str) -> bool:
+        return has_known_word(tokenizer.encode(text, add_special_tokens=False))
+
+    assert known("film") and known("flim film") and known("qq film")
+    assert not known("flim") and not known("qq") and not known("fifi")
 
 
 def test_the_data_sizes_the_model(ratings: list, tmp_path: Path,

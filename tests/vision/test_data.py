@@ -5,8 +5,10 @@ on localhost holding tiny IDX gz files and CIFAR pickle batches (torchvision's d
 HTTP, not ``file://``), so the code users with internet run is the code tested here.
 """
 
+import dataclasses
 import gzip
 import hashlib
+import os
 import pickle
 import tarfile
 import threading
@@ -22,8 +24,9 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, MNIST
 
 from suite.data import DebianMember, RemoteFile, URLMember, fetch
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 from tasks.vision import data as vd
+from tasks.vision import images as vi
 
 from .idx import fake_set, image_ids, write_idx_set
 
@@ -72,20 +75,38 @@ def test_idx_gz_from_a_url_source_is_verified_and_read(tmp_path: Path) -> None:
         source = URLMember(f"file://{tmp_path / 'mirror' / name}.gz", gunzip=True)
         paths[name] = fetch(RemoteFile(f"t/{name}", hashlib.sha256(decoded[name]).hexdigest(),
                                        (source,)))
-    images, labels = vd.read_idx(*paths.values())
+    images, labels = vi.read_idx(*paths.values())
     expected_images, expected_labels = fake_set(30, 0)
     assert images.dtype == torch.uint8 and images.shape == (30, 1, 28, 28)
     assert torch.equal(images[:, 0], torch.from_numpy(expected_images))
     assert labels.dtype == torch.long and labels.tolist() == expected_labels.tolist()
 
 
+def test_overwritten_fashion_pixels_are_fetched_again(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The issue's case: pixels overwritten in the cache were trained on."""
+    decoded = write_idx_set(tmp_path / "mirror", 200, 50, gz=True)
+    monkeypatch.setattr(vd, "FASHION_FILES", {name: dataclasses.replace(
+        file, sha256=hashlib.sha256(decoded[name]).hexdigest(),
+        sources=(URLMember((tmp_path / "mirror" / f"{name}.gz").as_uri(), gunzip=True),))
+        for name, file in vd.FASHION_FILES.items()})
+    first = vd.load_splits("fashion-mnist")
+    images = vd.FASHION_FILES["train-images-idx3-ubyte"].local
+    with open(images, "r+b") as handle:
+        handle.seek(1000)
+        handle.write(bytes(20_000))
+    assert vd.available()["fashion-mnist"] == "corrupt"
+    assert torch.equal(vd.load_splits("fashion-mnist").train_images, first.train_images)
+    assert vd.available()["fashion-mnist"] == "ready"
+
+
 def test_malformed_files_raise_data_error(tmp_path: Path) -> None:
     (tmp_path / "junk").write_bytes(b"\x01\x02 not idx, not pickle")
     with pytest.raises(DataError, match="IDX"):
-        vd.read_idx(tmp_path / "junk", tmp_path / "junk")
+        vi.read_idx(tmp_path / "junk", tmp_path / "junk")
     with pytest.raises(DataError, match="CIFAR-10"):
-        vd.read_cifar_batches(tmp_path, ["junk"])
-    with pytest.raises(ValueError, match="valid: fashion-mnist"):
+        vi.read_cifar_batches(tmp_path, ["junk"])
+    with pytest.raises(UsageError, match="valid: fashion-mnist"):
         vd.VisionDataModule(dataset="svhn")  # type: ignore[arg-type]
 
 
@@ -145,13 +166,14 @@ def test_augment_batch_draws_a_crop_and_flip_per_image() -> None:
     assert all(s or m for s, m in zip(same, mirrored, strict=True)) and 0 < sum(same) < 64
 
 
-def test_mnist_5k_fixed_stratified_split(cache: Path) -> None:
+def test_mnist_5k_fixed_stratified_split(planted: set[Path]) -> None:
     images, labels = fake_set(100, 0)
     rows = np.concatenate([images.reshape(100, -1), labels[:, None]], axis=1)
     path = vd.MNIST_5K_FILE.local
     path.parent.mkdir(parents=True)
     with gzip.open(path, "wt") as handle:
         np.savetxt(handle, rows, fmt="%d", delimiter=",")
+    planted.add(path)
     tests = []
     for seed in (0, 1):
         dm = vd.VisionDataModule("mnist-5k", val_size=10, seed=seed)
@@ -161,7 +183,7 @@ def test_mnist_5k_fixed_stratified_split(cache: Path) -> None:
         tests.append(image_ids(dm.parts["test"].images))
         assert not tests[-1] & image_ids(dm.parts["train"].images)
     assert tests[0] == tests[1]  # the test split does not move with the run's seed
-    assert vd.available()["mnist-5k"] and not vd.available()["fashion-mnist"]
+    assert vd.available()["mnist-5k"] == "ready" and vd.available()["fashion-mnist"] == "missing"
 
 
 def test_mnist_through_torchvision_downloader(mirror: tuple[Path, str],
@@ -172,9 +194,9 @@ def test_mnist_through_torchvision_downloader(mirror: tuple[Path, str],
                  for pair in vd.IDX_NAMES.values() for name in pair]
     monkeypatch.setattr(MNIST, "mirrors", [url])
     monkeypatch.setattr(MNIST, "resources", resources)
-    assert not vd.available()["mnist"]
+    assert vd.available()["mnist"] == "missing"
     vd.prepare("mnist")
-    assert vd.available()["mnist"]
+    assert vd.available()["mnist"] == "ready"
     dm = vd.VisionDataModule("mnist", val_size=10, batch_size=8)
     dm.setup()
     assert [len(dm.parts[p]) for p in ("train", "val", "test")] == [50, 10, 20]
@@ -197,7 +219,7 @@ def test_cifar10_pickles_through_torchvision_downloader(tmp_path: Path, mirror: 
     monkeypatch.setattr(CIFAR10, "url", f"{mirror[1]}cifar.tar.gz")
     monkeypatch.setattr(CIFAR10, "tgz_md5", hashlib.md5(archive.read_bytes()).hexdigest())
     vd.prepare("cifar10")
-    assert vd.available()["cifar10"]
+    assert vd.available()["cifar10"] == "ready"
     splits = vd.load_splits("cifar10")
     assert splits.train_images.shape == (50, 3, 32, 32) and splits.test_images.shape[0] == 10
     assert torch.equal(splits.test_images.reshape(10, -1), torch.from_numpy(data["test_batch"]))
@@ -205,6 +227,23 @@ def test_cifar10_pickles_through_torchvision_downloader(tmp_path: Path, mirror: 
     dm.setup()
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (8, 3, 32, 32) and labels.dtype == torch.long
+    batch = vd._cifar_batches() / "test_batch"
+    batch.write_bytes(batch.read_bytes()[:-100])  # damaged in the cache: downloaded again
+    assert vd.available()["cifar10"] == "corrupt"
+    assert torch.equal(vd.load_splits("cifar10").test_images, splits.test_images)
+
+
+class _Runs:
+    """Unpickling this calls ``os.system``: what a CIFAR batch must never be able to do."""
+
+    def __reduce__(self) -> tuple:
+        return os.system, ("true",)
+
+
+def test_a_cifar_batch_naming_anything_but_arrays_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": _Runs(), "labels": [0]}))
+    with pytest.raises(DataError, match="refusing to load posix.system"):
+        vi.read_cifar_batches(tmp_path, ["data_batch_1"])
 
 
 def test_load_image_file_odd_size_and_mode(tmp_path: Path) -> None:
@@ -218,6 +257,69 @@ def test_load_image_file_odd_size_and_mode(tmp_path: Path) -> None:
     assert x[0, 14, 14] > 1.5  # 255 - 20 after inversion
     rgb = vd.load_image_file(tmp_path / "bar.png", dataset="cifar10")
     assert rgb.shape == (3, 32, 32)
+
+
+def _picture(channels: int) -> np.ndarray:
+    """A 40x30 8-bit picture: a light blob on a dark ground, every grey level (or colour) used."""
+    yy, xx = np.mgrid[:40, :30]
+    grey = (np.hypot(yy - 20, xx - 15) * -9 + 255).clip(0, 255).astype(np.uint8)
+    grey[0, :] = np.arange(30) * 8  # a ramp: exactness at many levels, not just the extremes
+    if channels == 1:
+        return grey
+    return np.stack([grey, grey // 2, 255 - grey], axis=-1)
+
+
+def _grey_variants(grey: np.ndarray) -> dict[str, Image.Image]:
+    """The same grey picture in each wider or indexed Pillow mode a user's file may open as."""
+    wide = grey.astype(np.int32) * 257  # 8-bit p -> 16-bit p * 257 spans the full 16-bit range
+    alpha = np.full_like(grey, 255)
+    return {
+        "I;16.png": Image.fromarray(wide.astype(np.uint16)),
+        "I.tif": Image.fromarray(wide),
+        "F.tif": Image.fromarray(grey.astype(np.float32)),  # Pillow's F scale is L's, 0..255
+        "F-unit.tif": Image.fromarray(grey.astype(np.float32) / 255),
+        "P.png": Image.fromarray(grey).convert("P"),
+        "LA.png": Image.fromarray(np.stack([grey, alpha], axis=-1), "LA"),
+    }
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])
+def test_load_image_file_scales_wide_and_indexed_modes_like_8_bit(tmp_path: Path,
+                                                                  dataset: str) -> None:
+    grey = _picture(1)
+    Image.fromarray(grey).save(tmp_path / "grey8.png")
+    expected = vd.load_image_file(tmp_path / "grey8.png", dataset)
+    for name, image in _grey_variants(grey).items():
+        image.save(tmp_path / name)
+        mode = Image.open(tmp_path / name).mode
+        assert mode == name.split(".")[0].removesuffix("-unit"), name  # the file keeps its mode
+        assert torch.equal(vd.load_image_file(tmp_path / name, dataset), expected), name
+    rgb = _picture(3)
+    Image.fromarray(rgb).save(tmp_path / "rgb8.png")
+    expected = vd.load_image_file(tmp_path / "rgb8.png", dataset)
+    alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+    variants = {
+        "P.png": Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE),
+        "RGBA.png": Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA"),
+    }
+    for name, image in variants.items():
+        image.save(tmp_path / name)
+        assert torch.equal(vd.load_image_file(tmp_path / name, dataset), expected), name
+
+
+def test_load_image_file_rejects_out_of_range_wide_images(tmp_path: Path) -> None:
+    grey = _picture(1).astype(np.float32)
+    cases = {
+        "big.tif": (Image.fromarray(grey * 1000), r"values span \[0, 255000\]; expected"),
+        "nan.tif": (Image.fromarray(np.where(grey > 200, np.nan, grey).astype(np.float32)),
+                    "NaN or infinite"),
+        "negative.tif": (Image.fromarray(grey.astype(np.int32) - 5), r"span \[-5, 250\]"),
+    }
+    for name, (image, message) in cases.items():
+        image.save(tmp_path / name)
+        with pytest.raises(DataError, match=message) as err:
+            vd.load_image_file(tmp_path / name)
+        assert name in str(err.value) and "\n" not in str(err.value)
 
 
 def test_load_image_file_rejects_non_images(tmp_path: Path) -> None:
