@@ -62,12 +62,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via :func:`atomic_path`: readers see the old or the new file."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def mismatch(digest: str, expected: str) -> str:
+    """A hash mismatch in words, for one-line errors."""
+    return f"sha256 {digest[:12]}... != expected {expected[:12]}..."
 
 
 def sha256_file(path: Path) -> str:
@@ -211,8 +217,7 @@ def check(path: Path, sha256: str | None = None, inputs: Mapping[str, Any] | Non
     if digest != expected:
         size = (f"{stat.st_size} bytes, recorded {known['size']}; "
                 if recorded and known.get("size") != stat.st_size else "")
-        return Verdict(State.CORRUPT,
-                       f"{size}sha256 {digest[:12]}... != expected {expected[:12]}...")
+        return Verdict(State.CORRUPT, size + mismatch(digest, expected))
     if not recorded or (stat.st_size, stat.st_mtime_ns) != (known.get("size"),
                                                              known.get("mtime_ns")):
         with contextlib.suppress(OSError):  # a read-only cache is re-hashed on each use instead

@@ -3,7 +3,8 @@
 A checkpoint is read with ``torch.load(weights_only=True)`` - tensors, containers and plain
 values only, never arbitrary pickled objects - and checked before Lightning touches it: the
 file exists, is a complete torch zip archive, holds ``state_dict`` and ``hyper_parameters``,
-and belongs to the head asked for. Each failure is one line (:mod:`suite.errors`).
+and belongs to the head asked for. Each failure is one line (:mod:`suite.errors`), as is a
+``--ckpt`` without a path (:func:`pop_ckpt`).
 
 Checkpoints name their head under :data:`HEAD_KEY` (written by :class:`NameHead`, a callback
 of every ``suite train`` run); for one saved before that, the head is inferred from which heads'
@@ -53,6 +54,21 @@ def head_of(cls: type) -> str | None:
 
     path = f"{cls.__module__}:{cls.__qualname__}"
     return next((head.name for head in HEADS.values() if head.module == path), None)
+
+
+def pop_ckpt(args: list[str]) -> tuple[Path, list[str]]:
+    """``suite test``'s ``--ckpt PATH`` or ``--ckpt=PATH``, and the other arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--ckpt":
+            value, rest = (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2:]
+        elif arg.startswith("--ckpt="):
+            value, rest = arg.partition("=")[2], args[:i] + args[i + 1:]
+        else:
+            continue
+        if not value or value.startswith("-"):
+            raise UsageError("--ckpt needs a value: the checkpoint's path")
+        return Path(value), rest
+    raise UsageError("test needs --ckpt PATH")
 
 
 def load_checkpoint(path: str | Path, head: str | None, map_location: str = "cpu"

@@ -16,6 +16,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from suite.cache import full_check
 from suite.errors import DataError, UsageError
 from suite.head import Head
 from suite.paths import CONFIGS
@@ -67,10 +68,8 @@ def cmd_data(argv: list[str]) -> int:
     args = parse(parser, argv)
     heads = ([name for name in head_names() if HEADS[name].status == "ready"]
              if args.head == "all" else [args.head])
-    from suite.cache import full_check
-
+    doing = {"prepare": "preparing", "verify": "verifying"}[args.action]
     for head in map(get_head, heads):
-        doing = {"prepare": "preparing", "verify": "verifying"}[args.action]
         print(f"{doing} {head.name}" + (f" / {args.dataset}" if args.dataset else ""),
               flush=True)
         with full_check():  # every cached file is re-hashed, not trusted by size and mtime

@@ -95,8 +95,7 @@ def _read_checked(file: RemoteFile, source: Source) -> bytes:
     data = source.read()
     digest = sha256_bytes(data)
     if digest != file.sha256:
-        raise DataError(f"{source.describe()}: sha256 {digest[:12]}... != expected "
-                        f"{file.sha256[:12]}...")
+        raise DataError(f"{source.describe()}: {cache.mismatch(digest, file.sha256)}")
     return data
 
 

@@ -138,4 +138,3 @@ def init_keys(cls: type) -> list[str]:
         if not any(p.kind == p.VAR_KEYWORD for p in params):
             break
     return keys
-

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.trainer.states import TrainerFn
 
-from suite.checkpoint import NameHead, load_checkpoint
+from suite.checkpoint import NameHead, load_checkpoint, pop_ckpt
 from suite.data import atomic_write_bytes
 from suite.errors import DataError, UsageError
 from suite.head import Head, init_keys
@@ -214,8 +214,8 @@ class SuiteCLI(LightningCLI):
         trainer_config = self.config["trainer"]
         callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks")
                          or [])
-        callbacks += [RunSummary(self.run_dir / "summary.json", info), RandomState()]
-        callbacks.append(NameHead(head))
+        callbacks += [RunSummary(self.run_dir / "summary.json", info), RandomState(),
+                      NameHead(head)]
         if not trainer_config.get("fast_dev_run"):
             monitor, mode = checkpoint_monitor(run.get("monitor"), run.get("monitor_mode"),
                                                self.head.monitor)
@@ -336,21 +336,6 @@ def check_config_files(args: list[str]) -> None:
             raise UsageError(f"config {value} is not a text (YAML) file") from err
         except OSError:  # missing: jsonargparse says so in one line
             continue
-
-
-def pop_ckpt(args: list[str]) -> tuple[Path, list[str]]:
-    """``suite test``'s ``--ckpt PATH`` or ``--ckpt=PATH``, and the other arguments."""
-    for i, arg in enumerate(args):
-        if arg == "--ckpt":
-            value, rest = (args[i + 1] if i + 1 < len(args) else ""), args[:i] + args[i + 2:]
-        elif arg.startswith("--ckpt="):
-            value, rest = arg.partition("=")[2], args[:i] + args[i + 1:]
-        else:
-            continue
-        if not value or value.startswith("-"):
-            raise UsageError("--ckpt needs a value: the checkpoint's path")
-        return Path(value), rest
-    raise UsageError("test needs --ckpt PATH")
 
 
 def saved_config(path: Path, head: Head) -> str:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import logging
 import os
+import random
 import tarfile
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import torch
 
 from suite import cache
 from suite.data import (
-    DataError,
     DebianMember,
     PyPIMember,
     RemoteFile,
@@ -26,6 +26,7 @@ from suite.data import (
     split_indices,
     text_lines,
 )
+from suite.errors import DataError
 from suite.sources import download_sdist, package_indexes
 
 PAYLOAD = b"id\tscore\ttext\n1\t2.5\tgood\n"
@@ -283,11 +284,14 @@ def test_an_sdist_whose_bytes_differ_from_the_index_hash_is_refused(data_cache, 
 
 
 def test_a_truncated_archive_is_a_data_error_and_the_next_source_is_tried(data_cache, tmp_path):
+    payload = random.Random(0).randbytes(20_000)  # incompressible: the cut reaches the member
     archive = tmp_path / "cut.tar.gz"
-    archive.write_bytes(tar_with("inner/data.tsv", PAYLOAD * 500)[:200])
+    archive.write_bytes(tar_with("inner/data.tsv", payload)[:2_000])
     good = tmp_path / "good.tsv"
-    good.write_bytes(PAYLOAD * 500)
-    file = RemoteFile("toy/data.tsv", hashlib.sha256(PAYLOAD * 500).hexdigest(),
+    good.write_bytes(payload)
+    file = RemoteFile("toy/data.tsv", hashlib.sha256(payload).hexdigest(),
                       (URLMember(archive.as_uri(), member="inner/data.tsv"),
                        URLMember(good.as_uri())))
-    assert fetch(file).read_bytes() == PAYLOAD * 500
+    with pytest.raises(DataError, match="cut.tar.gz :: inner/data.tsv: not a readable"):
+        file.sources[0].read()
+    assert fetch(file).read_bytes() == payload

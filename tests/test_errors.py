@@ -1,6 +1,6 @@
 """Every bad input a user can give is one line on stderr, the right exit code and no leftovers.
 
-A table of cases (issue 22's list, and the bad media each head already refused): each runs
+A table of cases (bad checkpoints, arguments, settings and inputs, per head): each runs
 ``suite.cli.main`` and must return its exit code (2: a usage error, 1: bad data or input),
 print exactly one line on stderr holding the expected words and no traceback, and leave no
 run directory behind. Checkpoints are trained for one step on test_pinned's tiny data, once
@@ -157,6 +157,15 @@ CASES = {
     "prepare-unknown-vision-dataset": Case(lambda ws: ["data", "prepare", "vision",
                                                        "--dataset", "foo"],
                                            2, "unknown vision data set 'foo'"),
+    "prepare-unknown-asr-dataset": Case(lambda ws: ["data", "prepare", "asr",
+                                                   "--dataset", "foo"],
+                                        2, "unknown ASR data set 'foo'"),
+    "prepare-unknown-sentiment-dataset": Case(lambda ws: ["data", "prepare", "sentiment",
+                                                   "--dataset", "foo"],
+                                        2, "unknown sentiment data set 'foo'"),
+    "prepare-unknown-seq2seq-dataset": Case(lambda ws: ["data", "prepare", "seq2seq",
+                                                   "--dataset", "foo"],
+                                        2, "unknown seq2seq data set 'foo'"),
     "resume-missing-checkpoint": Case(train("--run.resume", "/missing.ckpt"),
                                       2, "/missing.ckpt does not exist"),
     "resume-text-checkpoint": Case(train("--run.resume", "{ws.root}/text.ckpt"),

@@ -26,16 +26,19 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from queue import Empty
 
 import numpy as np
 import soundfile as sf
 import torch
+from tqdm import tqdm
 
 from suite.data import DebianMember, RemoteFile, atomic_path, fetch
 from suite.errors import DataError
@@ -233,8 +236,10 @@ def _post_process(u: Utterance, raw: Path) -> np.ndarray:
     return (audio * (0.9 / peak)).numpy()
 
 
-def _render_chunk(utts: list[Utterance], out_dir: Path) -> list[dict]:
-    """Worker: render a chunk of utterances to ``out_dir/audio/NNNNNN.flac``; manifest rows."""
+def _render_chunk(utts: list[Utterance], out_dir: Path,
+                  done: Callable[[], object] = lambda: None) -> list[dict]:
+    """Render a chunk of utterances to ``out_dir/audio/NNNNNN.flac``, calling ``done()`` after
+    each one; the manifest rows."""
     torch.set_num_threads(1)  # one process per core already
     rows = []
     with tempfile.TemporaryDirectory(prefix="asr-synth-") as tmp:
@@ -252,7 +257,47 @@ def _render_chunk(utts: list[Utterance], out_dir: Path) -> list[dict]:
                          "duration": round(len(audio) / SAMPLE_RATE, 4), "split": u.split,
                          **settings})
             path.unlink()
+            done()
     return rows
+
+
+_worker_progress = None
+"""In a pool worker: the queue that receives one item per rendered utterance."""
+
+
+def _init_worker(queue) -> None:
+    global _worker_progress
+    _worker_progress = queue
+
+
+def _render_in_worker(utts: list[Utterance], out_dir: Path) -> list[dict]:
+    return _render_chunk(utts, out_dir, lambda: _worker_progress.put(1))
+
+
+def _render_pool(chunks: list[list[Utterance]], out_dir: Path, workers: int,
+                 bar: tqdm) -> list[list[dict]]:
+    """Render ``chunks`` on ``workers`` processes, advancing ``bar`` as utterances finish."""
+    # spawn, not fork: a forked child of a process whose torch thread pool has run can
+    # deadlock in it.
+    context = get_context("spawn")
+    queue = context.Queue()
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(queue,)) as pool:
+        futures = [pool.submit(_render_in_worker, chunk, out_dir) for chunk in chunks]
+        received = 0
+        while not all(f.done() for f in futures):
+            try:
+                queue.get(timeout=2.0)
+                received += 1
+                bar.update()
+            except Empty:
+                bar.refresh()  # elapsed time keeps moving while a festival batch renders
+        results = [f.result() for f in futures]
+    # the rest was sent before the workers exited (which flushes their queue)
+    for _ in range(sum(map(len, chunks)) - received):
+        queue.get()
+        bar.update()
+    return results
 
 
 def build_corpus(root: Path, n_utterances: int, seed: int, exclude: Iterable[str] = (),
@@ -275,16 +320,15 @@ def build_corpus(root: Path, n_utterances: int, seed: int, exclude: Iterable[str
     # Chunks large enough to amortise festival startup, small enough to balance 2 workers.
     n_chunks = max(1, min(len(utterances), 8 * workers))
     chunks = [utterances[i::n_chunks] for i in range(n_chunks)]
-    with atomic_path(root) as tmp:
+    bar = tqdm(total=len(utterances), desc="synthesising the ASR corpus", unit="utt",
+               file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+    with atomic_path(root) as tmp, bar:
         tmp.unlink()
         (tmp / "audio").mkdir(parents=True)
         if workers > 1:
-            # spawn, not fork: a forked child of a process whose torch thread pool has run
-            # can deadlock in it.
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                results = list(pool.map(_render_chunk, chunks, [tmp] * len(chunks)))
+            results = _render_pool(chunks, tmp, workers, bar)
         else:
-            results = [_render_chunk(c, tmp) for c in chunks]
+            results = [_render_chunk(c, tmp, bar.update) for c in chunks]
         rows = sorted((r for chunk in results for r in chunk), key=lambda r: r["path"])
         meta = {"seed": seed, "n_utterances": n_utterances, "held_out": list(HELD_OUT)}
         (tmp / "build.json").write_text(json.dumps(meta, indent=1))

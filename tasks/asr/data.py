@@ -40,7 +40,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from suite import cache
 from suite.cache import State, worst
 from suite.data import (
-    DataError,
     DebianMember,
     RemoteFile,
     cache_dir,
@@ -48,6 +47,7 @@ from suite.data import (
     single_thread,
 )
 from suite.data import pad_sequences as pad
+from suite.errors import DataError, UsageError
 from tasks.asr import corpus
 from tasks.asr.features import N_MELS, SAMPLE_RATE, load_audio, log_mel
 from tasks.asr.text import VOCAB, encode, normalize
@@ -201,7 +201,7 @@ def _build_features(root: Path, target: Path) -> None:
 def prepare(dataset: str | None = None) -> None:
     """Build the named data set (``synthetic`` at its default size, ``asterisk``), or all."""
     if dataset not in (None, *DATASETS):
-        raise DataError(f"unknown ASR data set {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise UsageError(f"unknown ASR data set {dataset!r}; valid: {', '.join(DATASETS)}")
     if dataset in (None, "asterisk"):
         prepare_asterisk()
     if dataset in (None, "synthetic"):

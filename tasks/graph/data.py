@@ -101,7 +101,7 @@ def prepare(dataset: str | None = None) -> None:
     """
     for name in [dataset] if dataset else list(DATASETS):
         if name not in DATASETS:
-            raise UsageError(f"unknown graph data set {name!r}; choose from {list(DATASETS)}")
+            raise UsageError(f"unknown graph data set {name!r}; valid: {', '.join(DATASETS)}")
         for file in DATASETS[name].files:
             fetch(file)
         if name in MOLECULES:
@@ -155,7 +155,7 @@ class GraphDataModule(SplitDataModule):
                  descriptors: bool = False, num_workers: int = 0) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"unknown graph data set {dataset!r}; choose from {list(DATASETS)}")
+            raise ValueError(f"unknown graph data set {dataset!r}; valid: {', '.join(DATASETS)}")
         info = DATASETS[dataset]
         if split == "scaffold" and info.task == "node":
             raise ValueError(f"split='scaffold' applies to molecules, not to {dataset!r}")

@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, Sampler
 
 from suite.cache import State, worst
 from suite.data import (
-    DataError,
     PyPIMember,
     RemoteFile,
     URLMember,
@@ -36,6 +35,7 @@ from suite.data import (
     split_indices,
     text_lines,
 )
+from suite.errors import DataError, UsageError
 from tasks.sentiment.lexicon import fetch_lexicon, lexicon_state, load_lexicon, word_valence
 
 DATASET = "rotten-tomatoes"
@@ -420,7 +420,7 @@ def prepare(dataset: str | None = None) -> None:
     """Fetch the ratings file and the VADER lexicon into the data cache (verified, atomic; a
     no-op when present and intact)."""
     if dataset not in (None, DATASET):
-        raise DataError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
+        raise UsageError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
     fetch(RATINGS)
     fetch_lexicon()
 

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from suite.data import pad_sequences
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 
 PAD, BOS, EOS, DIGIT0 = 0, 1, 2, 3
 VOCAB_SIZE = DIGIT0 + 10
@@ -91,6 +91,8 @@ class Seq2SeqDataModule(pl.LightningDataModule):
 
 def prepare(dataset: str | None = None) -> None:
     """Nothing to fetch: the corpus is generated on the fly from the seed."""
+    if dataset not in (None, *available()):
+        raise UsageError(f"unknown seq2seq data set {dataset!r}; valid: {', '.join(available())}")
 
 
 def available() -> dict[str, str]:

@@ -38,7 +38,6 @@ from torchvision.datasets.utils import download_and_extract_archive
 from suite import cache
 from suite.cache import State, worst
 from suite.data import (
-    DataError,
     DebianMember,
     PyPIMember,
     RemoteFile,
@@ -49,8 +48,8 @@ from suite.data import (
     cache_dir,
     fetch,
 )
-from suite.errors import UsageError
-from tasks.vision.images import _wide_to_8_bit, read_cifar_batches, read_idx, read_mnist_csv
+from suite.errors import DataError, UsageError
+from tasks.vision.images import read_cifar_batches, read_idx, read_mnist_csv, wide_to_8_bit
 
 DatasetName = Literal["fashion-mnist", "mnist-5k", "mnist", "cifar10"]
 
@@ -366,7 +365,7 @@ def load_image_file(path: str | Path, dataset: str = "fashion-mnist",
                     image_size: int | None = None) -> torch.Tensor:
     """A user's PNG/JPEG of any size or mode as one normalised ``(C, H, W)`` input of ``dataset``.
 
-    16-bit and float images are scaled to 8 bits over their full range (:func:`_wide_to_8_bit`),
+    16-bit and float images are scaled to 8 bits over their full range (:func:`wide_to_8_bit`),
     palette images expand to their colours, and transparency is flattened onto white. For the
     grey sets, whose objects are light on black, an image with a light border (a photo or
     drawing on paper) is inverted, and the image is padded to a square before resizing so the
@@ -377,7 +376,7 @@ def load_image_file(path: str | Path, dataset: str = "fashion-mnist",
     size = image_size or info.image_size
     try:
         with Image.open(path) as opened:
-            image = _wide_to_8_bit(ImageOps.exif_transpose(opened), path).convert("RGBA")
+            image = wide_to_8_bit(ImageOps.exif_transpose(opened), path).convert("RGBA")
     except FileNotFoundError as err:
         raise DataError(f"{path}: no such file") from err
     except (OSError, ValueError, Image.DecompressionBombError) as err:

@@ -82,7 +82,7 @@ def read_mnist_csv(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- user images
 
 
-def _wide_to_8_bit(image: Image.Image, path: str | Path) -> Image.Image:
+def wide_to_8_bit(image: Image.Image, path: str | Path) -> Image.Image:
     """A 16-bit, 32-bit integer or float grey image -> 8-bit ``L`` over its nominal range.
 
     Pillow's own conversion clips these at 255, so a 16-bit picture would turn nearly white.

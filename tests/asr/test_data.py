@@ -7,6 +7,7 @@ with the Debian synthesisers (installed by the Makefile) into a temporary cache.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import shutil
@@ -15,10 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tqdm import tqdm
 
 from suite import cache
 from suite.data import RemoteFile
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 from tasks.asr import corpus, data
 from tasks.asr import features as af
 from tasks.asr.text import VOCAB, decode, encode, normalize, number_to_words, ordinal_words
@@ -226,6 +228,21 @@ def test_build_corpus_is_atomic_idempotent_and_valid(tmp_path, tiny_wordnet, mon
         assert (root / row["path"]).read_bytes() == (again.parent / row["path"]).read_bytes()
 
 
+def test_corpus_synthesis_shows_progress(tmp_path, tiny_wordnet, monkeypatch, capsys):
+    if corpus.missing_tools():
+        pytest.skip(f"synthesisers not installed: {corpus.missing_tools()}")
+    monkeypatch.setattr(corpus, "english_voices", lambda: ["espeak:en-us", "flite:kal16"])
+    corpus.build_corpus(tmp_path / "serial", n_utterances=3, seed=0, workers=1)
+    assert "synthesising the ASR corpus" in capsys.readouterr().err
+    utterances = corpus.plan(4, seed=0)
+    (tmp_path / "pool" / "audio").mkdir(parents=True)
+    out = io.StringIO()
+    with tqdm(total=4, file=out) as bar:  # pool workers report each utterance as it is done
+        chunks = corpus._render_pool([utterances[:2], utterances[2:]], tmp_path / "pool", 2, bar)
+        assert bar.n == 4
+    assert [len(c) for c in chunks] == [2, 2] and "4/4" in out.getvalue()
+
+
 # ----------------------------------------------------------------------------- batching
 
 
@@ -276,13 +293,13 @@ def test_spec_augment_policy_sets_mask_count_and_width():
 
 
 def test_prepare_rejects_unknown_dataset_and_reports_availability():
-    with pytest.raises(DataError, match="unknown ASR data set"):
+    with pytest.raises(UsageError, match="unknown ASR data set"):
         data.prepare("librispeech")
     assert data.available() == {"synthetic": "missing", "asterisk": "missing"}
 
 
 def test_damaged_corpus_features_are_not_read():
-    """A truncated features.pt was a traceback; now it is not ready, and reading it says so."""
+    """A truncated features.pt is corrupt, and reading it is one line naming the fix."""
     path = data.corpus_dir(8, 0) / "features.pt"
     path.parent.mkdir(parents=True)
     torch.save({"rows": [], **_packed([3, 4])}, path)

@@ -295,8 +295,8 @@ def test_registry_prepare_and_validation(data_cache):
 
 def test_esol_damaged_or_changed_is_fetched_again_and_its_processed_set_rebuilt(
         tmp_path, data_cache, monkeypatch):
-    """The issue's cases: ESOL's targets x100 in the cache were processed under the good file's
-    name; a truncated processed set was a traceback."""
+    """A changed ESOL csv is fetched again before it is processed; a truncated processed set
+    is listed corrupt and rebuilt; a new raw table rebuilds the processed set."""
     table = MOLECULES["esol"]
 
     def serve(rows: list[tuple[str, float]], name: str) -> None:
@@ -314,7 +314,7 @@ def test_esol_damaged_or_changed_is_fetched_again_and_its_processed_set_rebuilt(
     frame = pd.read_csv(cached)
     frame[table.target_column] *= 100
     frame.to_csv(cached, index=False)
-    processed_path("esol").unlink()  # processed again from the (damaged) csv
+    processed_path("esol").unlink()  # rebuilt, from the csv fetched again
     assert torch.equal(load_molecules("esol").y, first.y)
     processed = processed_path("esol")
     processed.write_bytes(processed.read_bytes()[:100])

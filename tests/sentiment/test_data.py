@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment import lexicon
 
@@ -26,7 +26,7 @@ def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
     assert len(texts) == len(ratings)
     assert texts[0] == "a dreadful film , take 0 & more"  # entity unescaped, CRLF stripped
     assert scores == [s for _, s, _ in ratings]
-    with pytest.raises(DataError, match="valid: rotten-tomatoes"):
+    with pytest.raises(UsageError, match="valid: rotten-tomatoes"):
         sentiment.prepare("imdb")
 
 
@@ -136,7 +136,8 @@ def test_real_file_counts_when_cached() -> None:
 
 def test_a_cut_ratings_file_is_listed_corrupt_and_verify_fetches_it_again(
         ratings: list, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The issue's case: the ratings file cut short was used as it was."""
+    """A ratings file cut short is listed corrupt, repaired by ``data verify``, and with no
+    source left is one line naming the file and the command."""
     from suite.cli import main
 
     assert main(["list"]) == 0

@@ -84,7 +84,7 @@ def test_idx_gz_from_a_url_source_is_verified_and_read(tmp_path: Path) -> None:
 
 def test_overwritten_fashion_pixels_are_fetched_again(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The issue's case: pixels overwritten in the cache were trained on."""
+    """Pixels overwritten in the cache make the set corrupt; loading it fetches it again."""
     decoded = write_idx_set(tmp_path / "mirror", 200, 50, gz=True)
     monkeypatch.setattr(vd, "FASHION_FILES", {name: dataclasses.replace(
         file, sha256=hashlib.sha256(decoded[name]).hexdigest(),
