@@ -20,8 +20,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Pinned versions from requirements.lock; pyproject.toml keeps the ranges.
+# pip -q is silent for minutes while it installs torch: a heartbeat says it is still working.
 $(DEPS_STAMP): pyproject.toml requirements.lock | $(BIN)/python
-	$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@echo "installing the pinned Python packages into $(VENV) (minutes on a fresh machine)"
+	@$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]' & \
+	pid=$$!; start=$$(date +%s); \
+	while kill -0 $$pid 2>/dev/null; do sleep 5; \
+	  kill -0 $$pid 2>/dev/null && echo "  still installing ($$(( $$(date +%s) - start )) s)"; \
+	done; wait $$pid
 	touch $@
 
 $(APT_STAMP): Makefile | $(BIN)/python
