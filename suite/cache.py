@@ -151,12 +151,23 @@ def _locked() -> Iterator[None]:
         yield
 
 
+_parsed: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+
+
 def _read() -> dict[str, Any]:
+    """The manifest's entries (do not mutate); parsed again only when the file changes, since
+    :func:`check` runs per file on every use."""
+    global _parsed
+    path = cache_dir() / MANIFEST
     try:
-        entries = json.loads((cache_dir() / MANIFEST).read_text())
+        stat = path.stat()
+        stamp = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if _parsed is None or _parsed[0] != stamp:
+            entries = json.loads(path.read_text())
+            _parsed = stamp, entries if isinstance(entries, dict) else {}
     except (OSError, ValueError):
         return {}  # no manifest yet, or an unreadable one: every file is re-hashed once
-    return entries if isinstance(entries, dict) else {}
+    return _parsed[1]
 
 
 def _plain(inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,8 +191,7 @@ def record(path: Path, sha256: str | None = None, inputs: Mapping[str, Any] | No
     if inputs is not None:
         item["inputs"] = _plain(inputs)
     with _locked():
-        entries = _read()
-        entries[_key(path)] = item
+        entries = {**_read(), _key(path): item}
         atomic_write_bytes(cache_dir() / MANIFEST,
                            json.dumps(entries, indent=1, sort_keys=True).encode())
     return digest

@@ -154,8 +154,8 @@ class RunSummary(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             metrics = {k: v for k, v in _scalar_metrics(trainer).items() if k.startswith("test")}
-            self._write({"params": sum(p.numel() for p in pl_module.parameters()),
-                         "metrics": metrics})
+            assert isinstance(pl_module, TaskModule)
+            self._write({"params": pl_module.num_parameters(), "metrics": metrics})
 
 
 class SuiteCLI(LightningCLI):

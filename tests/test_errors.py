@@ -118,6 +118,10 @@ def predict(head: str, *inputs: str, ckpt: Callable[[Workspace], str] | None = N
     return argv
 
 
+def prepare(head: str, *args: str) -> Callable[[Workspace], list[str]]:
+    return lambda ws: ["data", "prepare", head, *args]
+
+
 def seq2seq_ckpt(ws: Workspace) -> str:
     return ws.ckpt("seq2seq")
 
@@ -151,21 +155,10 @@ CASES = {
                                               "--run.root", str(ws.fresh)],
                                   1, "is not a checkpoint"),
     "binary-config": Case(train("-c", "{ws.root}/binary.yaml"), 2, "is not a text (YAML) file"),
-    "prepare-unknown-graph-dataset": Case(lambda ws: ["data", "prepare", "graph",
-                                                      "--dataset", "foo"],
-                                          2, "unknown graph data set 'foo'"),
-    "prepare-unknown-vision-dataset": Case(lambda ws: ["data", "prepare", "vision",
-                                                       "--dataset", "foo"],
-                                           2, "unknown vision data set 'foo'"),
-    "prepare-unknown-asr-dataset": Case(lambda ws: ["data", "prepare", "asr",
-                                                   "--dataset", "foo"],
-                                        2, "unknown ASR data set 'foo'"),
-    "prepare-unknown-sentiment-dataset": Case(lambda ws: ["data", "prepare", "sentiment",
-                                                   "--dataset", "foo"],
-                                        2, "unknown sentiment data set 'foo'"),
-    "prepare-unknown-seq2seq-dataset": Case(lambda ws: ["data", "prepare", "seq2seq",
-                                                   "--dataset", "foo"],
-                                        2, "unknown seq2seq data set 'foo'"),
+    **{f"prepare-unknown-{head}-dataset": Case(prepare(head, "--dataset", "foo"),
+                                               2, f"unknown {shown} data set 'foo'")
+       for head, shown in (("graph", "graph"), ("vision", "vision"), ("asr", "ASR"),
+                           ("sentiment", "sentiment"), ("seq2seq", "seq2seq"))},
     "resume-missing-checkpoint": Case(train("--run.resume", "/missing.ckpt"),
                                       2, "/missing.ckpt does not exist"),
     "resume-text-checkpoint": Case(train("--run.resume", "{ws.root}/text.ckpt"),

@@ -22,7 +22,6 @@ Both ``.pt`` files are recorded in the cache's manifest with what they were buil
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import re
 import subprocess
@@ -138,8 +137,8 @@ def _build_asterisk(target: Path) -> None:
         blobs = {str(p.relative_to(root))[: -len(".g722")]: p.read_bytes()
                  for p in root.rglob("*.g722")}
     names = sorted(set(blobs) & set(texts))
-    listing = "".join(f"{n}\t{hashlib.sha256(blobs[n]).hexdigest()}\n" for n in names)
-    digest = hashlib.sha256(listing.encode()).hexdigest()
+    listing = "".join(f"{n}\t{cache.sha256_bytes(blobs[n])}\n" for n in names)
+    digest = cache.sha256_bytes(listing.encode())
     if digest != ASTERISK_LISTING_SHA256 or len(names) != ASTERISK_COUNT:
         raise DataError(f"{ASTERISK_AUDIO_PACKAGE}: {len(names)} prompts with listing sha256 "
                         f"{digest[:12]}..., expected {ASTERISK_COUNT} and "

@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from suite.cache import State
 from suite.data import pad_sequences
 from suite.errors import DataError, UsageError
 
@@ -95,5 +96,6 @@ def prepare(dataset: str | None = None) -> None:
         raise UsageError(f"unknown seq2seq data set {dataset!r}; valid: {', '.join(available())}")
 
 
-def available() -> dict[str, str]:
-    return {"digits (synthesized)": "ready"}
+def available() -> dict[str, State]:
+    """The synthesized corpus is always ready: it is generated from the seed."""
+    return {"digits (synthesized)": State.READY}
