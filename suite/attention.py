@@ -137,17 +137,20 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = N
 
     ``q`` ``(batch, heads, Tq, d)``, ``k``/``v`` ``(batch, heads, Tk, d)``; ``mask`` bool,
     broadcastable to ``(batch, heads, Tq, Tk)``. Rows with no allowed key get zero weights.
+    The weights are computed and returned in fp32 even under autocast: whoever asks for them
+    feeds them to a loss (guided attention) or a metric, where bf16's 8-bit mantissa is too coarse.
     """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (batch, heads, Tq, Tk)
-    if bias is not None:
-        scores = scores + bias
-    if mask is not None:
-        safe, has_key = _guard_empty_rows(mask)
-        scores = scores.masked_fill(~safe, float("-inf"))
-        weights = torch.softmax(scores, dim=-1) * has_key
-    else:
-        weights = torch.softmax(scores, dim=-1)
-    return weights @ v, weights
+    with torch.autocast(q.device.type, enabled=False):
+        scores = q.float() @ k.float().transpose(-2, -1) / math.sqrt(q.shape[-1])
+        if bias is not None:
+            scores = scores + bias.float()  # (batch, heads, Tq, Tk)
+        if mask is not None:
+            safe, has_key = _guard_empty_rows(mask)
+            scores = scores.masked_fill(~safe, float("-inf"))
+            weights = torch.softmax(scores, dim=-1) * has_key
+        else:
+            weights = torch.softmax(scores, dim=-1)
+    return weights.to(v.dtype) @ v, weights
 
 
 CPU_FP32_MAX_KEYS = 256

@@ -214,14 +214,19 @@ class TransformerDecoder(nn.Module):
         return [(KVCache(), KVCache()) for _ in self.layers]
 
     def forward(self, x: Tensor, memory: Tensor, self_mask: AttentionMask | None = None,
-                memory_mask: AttentionMask | None = None, need_weights: bool = False,
-                cache: list[tuple[KVCache, KVCache]] | None = None
+                memory_mask: AttentionMask | list[AttentionMask] | None = None,
+                need_weights: bool = False, cache: list[tuple[KVCache, KVCache]] | None = None
                 ) -> tuple[Tensor, list[Tensor]]:
-        """Full sequence (training) or, with ``cache``, just the new steps (generation)."""
+        """Full sequence (training) or, with ``cache``, just the new steps (generation).
+
+        ``memory_mask`` is one mask for every layer's cross-attention or a list, one per layer
+        (e.g. a monotonic window on some layers' heads only)."""
+        memory_masks = (memory_mask if isinstance(memory_mask, list)
+                        else [memory_mask] * len(self.layers))
         maps = []
-        for i, layer in enumerate(self.layers):
+        for i, (layer, layer_mask) in enumerate(zip(self.layers, memory_masks, strict=True)):
             layer_cache = cache[i] if cache is not None else None
-            x, weights = layer(x, memory, self_mask, memory_mask, need_weights, layer_cache)
+            x, weights = layer(x, memory, self_mask, layer_mask, need_weights, layer_cache)
             if weights is not None:
                 maps.append(weights)
         return self.norm(x), maps

@@ -91,7 +91,8 @@ def execute(run: dict[str, Any], experiment: str, root: Path, force: bool,
             "steps": summary.get("steps"),
             "samples_per_second": summary.get("samples_per_second"),
             "peak_memory_mb": summary.get("peak_memory_mb"),
-            "metrics": summary.get("metrics", {})}
+            "metrics": summary.get("metrics", {}),
+            **({"curves": summary["curves"]} if "curves" in summary else {})}
 
 
 def run_stage(stage: dict[str, Any], experiment: str) -> list[dict[str, Any]]:

@@ -141,6 +141,28 @@ def log_figure(module: Any, key: str, fig: Any) -> Path | None:
     return path
 
 
+def log_audio(module: Any, key: str, audio: Any, sample_rate: int, caption: str = ""
+              ) -> Path | None:
+    """Save mono float audio as ``<run_dir>/media/<key>.wav`` and log it to W&B as Audio.
+
+    ``module`` is a LightningModule attached to a trainer; without one nothing is written.
+    """
+    import soundfile as sf
+
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or not trainer.is_global_zero:
+        return None
+    media = Path(trainer.default_root_dir) / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    path = media / f"{key.replace('/', '_')}.wav"
+    sf.write(path, audio, sample_rate, subtype="PCM_16")
+    for logger in module.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_audio(key=key, audios=[str(path)], step=module.global_step,
+                             caption=[caption])
+    return path
+
+
 def log_table(module: Any, key: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Log a table of predictions/examples to W&B (and as CSV under ``media/``)."""
     import csv

@@ -151,6 +151,11 @@ class TaskModule(pl.LightningModule, abc.ABC):
         min_lr_ratio: final learning rate of the cosine as a fraction of ``lr``.
     """
 
+    CURVES: tuple[str, ...] = ()
+    """Validation metrics whose value at every validation during fit is kept in the run's
+    ``summary.json`` (and an experiment's row) as ``curves``: ``{metric: [[step, value]]}``,
+    for reports that plot a quantity against training steps."""
+
     def __init__(self, lr: float = 1e-3, weight_decay: float = 0.05,
                  betas: tuple[float, float] = (0.9, 0.999),
                  schedule: Literal["cosine", "noam", "constant"] = "cosine",

@@ -166,7 +166,8 @@ def copy_figures(section: Figures, results: dict[str, Any], out_dir: Path, runs_
         if (source / figure.media).is_file():
             shutil.copyfile(source / figure.media, out_dir / figure.name)
         if (out_dir / figure.name).is_file():
-            link = f"![{figure.alt}]({figure.name})"
+            image = figure.name.endswith((".png", ".jpg", ".svg", ".gif"))
+            link = f"{'!' if image else ''}[{figure.alt}]({figure.name})"  # audio: a link
             lines.append(f"**{figure.caption}**\n\n{link}\n" if figure.caption else link)
     if not lines:
         return []

@@ -104,6 +104,7 @@ class RunSummary(Callback):
         self.info = info
         self.fit_start = 0.0
         self.earlier_seconds = 0.0  # training time of the pieces before a resume
+        self.curves: dict[str, list[list[float]]] = {}  # metric -> [[step, value], ...]
 
     def train_seconds(self) -> float:
         return self.earlier_seconds + time.perf_counter() - self.fit_start
@@ -111,6 +112,7 @@ class RunSummary(Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint["train_seconds"] = self.train_seconds()
+        checkpoint["curves"] = self.curves
         _flush_csv(trainer)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
@@ -118,6 +120,7 @@ class RunSummary(Callback):
         if trainer.state.fn != TrainerFn.FITTING:  # testing the best checkpoint resumes nothing
             return
         self.earlier_seconds = checkpoint.get("train_seconds", 0.0)
+        self.curves = checkpoint.get("curves", {})
         for logger in trainer.loggers:
             if isinstance(logger, RunCSVLogger):
                 logger.drop_rows_from(checkpoint["global_step"])
@@ -130,6 +133,15 @@ class RunSummary(Callback):
         metrics = {**summary.get("metrics", {}), **update.pop("metrics", {})}
         summary.update(update, metrics=metrics)
         atomic_write_bytes(self.path, json.dumps(summary, indent=2).encode())
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record the head's :attr:`~suite.module.TaskModule.CURVES` at this validation."""
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        for key in getattr(pl_module, "CURVES", ()):
+            if key in trainer.callback_metrics:
+                value = float(trainer.callback_metrics[key])
+                self.curves.setdefault(key, []).append([trainer.global_step, value])
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.fit_start = time.perf_counter()
@@ -149,7 +161,8 @@ class RunSummary(Callback):
                      "train_size": train_size(trainer),
                      "world_size": world,
                      "epochs": trainer.current_epoch, "steps": trainer.global_step,
-                     "metrics": _scalar_metrics(trainer)})
+                     "metrics": _scalar_metrics(trainer),
+                     **({"curves": self.curves} if self.curves else {})})
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:

@@ -13,10 +13,10 @@ when it is used.
 
 from suite.errors import UsageError
 from suite.head import Head
-from tasks import asr, graph, sentiment, seq2seq, vision
+from tasks import asr, graph, sentiment, seq2seq, tts, vision
 
 HEADS: dict[str, Head] = {head.HEAD.name: head.HEAD
-                          for head in (asr, vision, graph, sentiment, seq2seq)}
+                          for head in (asr, vision, graph, sentiment, seq2seq, tts)}
 
 
 def get_head(name: str) -> Head:

@@ -294,3 +294,13 @@ def test_edge_list_through_multi_head_attention_and_its_limits():
         attention(x, mask=mask, impl="fused")
     with pytest.raises(ValueError, match="batch size 1"):
         attention(x.expand(2, -1, -1), mask=mask)
+
+
+def test_asked_for_weights_are_fp32_under_autocast():
+    """Weights feed losses and metrics (guided attention): computed and returned in fp32."""
+    q, k, v = (torch.randn(1, 2, 5, 8, dtype=torch.bfloat16) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, weights = attend(q, k, v, need_weights=True)
+    assert weights.dtype == torch.float32 and out.dtype == torch.bfloat16
+    expected = torch.softmax(q.float() @ k.float().transpose(-2, -1) / 8 ** 0.5, dim=-1)
+    torch.testing.assert_close(weights, expected)

@@ -67,6 +67,21 @@ def test_decoder_returns_cross_attention_maps():
     assert len(maps) == 2 and maps[0].shape == (2, 4, 3, 5)
 
 
+def test_decoder_takes_one_memory_mask_per_layer():
+    torch.manual_seed(8)
+    decoder = TransformerDecoder(replace(CONFIG, depth=2)).eval()
+    x, memory = torch.randn(1, 3, 32), torch.randn(1, 6, 32)
+    first = AttentionMask(allowed=torch.tensor([[True, True, False, False, False, False]] * 3))
+    everything = AttentionMask(key_lengths=torch.tensor([6]))
+    out, maps = decoder(x, memory, memory_mask=[first, everything], need_weights=True)
+    assert float(maps[0][..., 2:].abs().max()) == 0.0 and float(maps[1][..., 2:].min()) > 0
+    h, _ = decoder.layers[0](x, memory, memory_mask=first)
+    h, _ = decoder.layers[1](h, memory, memory_mask=everything)
+    torch.testing.assert_close(out, decoder.norm(h))
+    with pytest.raises(ValueError):
+        decoder(x, memory, memory_mask=[first])
+
+
 def test_pre_and_post_norm_differ_in_where_layernorm_sits():
     torch.manual_seed(3)
     x = torch.randn(2, 6, 32) * 5 + 3

@@ -71,13 +71,15 @@ def test_a_command_missing_its_argument_prints_its_usage_and_exits_2(capsys):
 
 @pytest.fixture
 def head_in_progress(monkeypatch):
-    """A ``tts`` head declared before any of its code exists."""
+    """A ``diarization`` head declared before any of its code exists."""
     import tasks
     from suite.head import Head
 
-    monkeypatch.setitem(tasks.HEADS, "tts", Head(
-        name="tts", summary="text to speech", module="tasks.tts.module:TTSModule",
-        datamodule="tasks.tts.data:TTSDataModule", data="tasks.tts.data",
+    monkeypatch.setitem(tasks.HEADS, "diarization", Head(
+        name="diarization", summary="who spoke when",
+        module="tasks.diarization.module:DiarizationModule",
+        datamodule="tasks.diarization.data:DiarizationDataModule",
+        data="tasks.diarization.data",
         monitor=("val/loss", "min"), status="in progress"))
     return tasks.HEADS
 
@@ -85,7 +87,7 @@ def head_in_progress(monkeypatch):
 def test_list_shows_a_head_still_being_built(capsys, head_in_progress):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "tts        [in progress] text to speech" in out and "cannot import" in out
+    assert "diarization [in progress] who spoke when" in out and "cannot import" in out
     assert head_in_progress["seq2seq"].summary in out
 
 
@@ -94,9 +96,9 @@ def test_data_prepare_reads_the_contract(capsys, head_in_progress, monkeypatch):
     assert "preparing seq2seq" in capsys.readouterr().out
     assert main(["data", "prepare", "no-such-head"]) == 2
     assert "unknown head 'no-such-head'" in one_error_line(capsys)
-    for name in ("asr", "graph", "sentiment", "vision"):  # they would fetch data
+    for name in ("asr", "graph", "sentiment", "tts", "vision"):  # they would fetch data
         monkeypatch.delitem(head_in_progress, name)
-    assert main(["data", "prepare", "all"]) == 0  # every head that is ready: not tts
+    assert main(["data", "prepare", "all"]) == 0  # every head that is ready: not diarization
     assert capsys.readouterr().out.splitlines() == ["preparing seq2seq"]
 
 

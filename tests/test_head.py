@@ -58,11 +58,13 @@ def test_a_head_names_its_classes_and_their_modules_follow_from_its_package():
 
 
 def test_a_piece_that_cannot_be_loaded_is_a_usage_error_naming_it():
-    head = Head(name="tts", summary="text to speech", module="TTSModule",
-                datamodule="TTSDataModule", monitor=("val/loss", "min"), status="in progress")
-    with pytest.raises(UsageError, match="tasks.tts.module:TTSModule .* still being built"):
+    head = Head(name="diarization", summary="who spoke when", module="DiarizationModule",
+                datamodule="DiarizationDataModule", monitor=("val/loss", "min"),
+                status="in progress")
+    with pytest.raises(UsageError,
+                       match="tasks.diarization.module:DiarizationModule .* still being built"):
         head.module_class()
-    with pytest.raises(UsageError, match="tasks.tts.data:available"):
+    with pytest.raises(UsageError, match="tasks.diarization.data:available"):
         head.available()
 
 

@@ -36,3 +36,21 @@ def test_committed_report_rerenders_from_its_results(name: str, tmp_path: Path):
     assert _results_part(readme) == _results_part(committed)
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
         assert (out / link).is_file(), link
+
+
+def test_run_media_are_copied_and_audio_is_linked_not_shown(tmp_path: Path):
+    from suite.report import Figure, Figures, copy_figures
+
+    media = tmp_path / "runs" / "tts" / "demo" / "r-s0" / "media"
+    media.mkdir(parents=True)
+    (media / "map.png").write_bytes(b"png")
+    (media / "voice.wav").write_bytes(b"wav")
+    out = tmp_path / "report"
+    out.mkdir()
+    results = {"experiment": "demo", "command": "suite experiment demo",
+               "runs": [{"name": "r-s0", "head": "tts"}]}
+    section = Figures("media", [Figure("r-s0", "map.png", "map.png", "a map"),
+                                Figure("r-s0", "voice.wav", "voice.wav", "listen")])
+    lines = copy_figures(section, results, out, tmp_path / "runs")
+    assert "![a map](map.png)" in lines and "[listen](voice.wav)" in lines
+    assert (out / "voice.wav").read_bytes() == b"wav"

@@ -21,6 +21,8 @@ PICTURES = {
     "sentiment": ("test_cls_attention.png", "what the classification token attends to"),
     "graph": ("test_molecule_attention.png", "attention drawn on a test molecule"),
     "asr": ("test_ctc_alignment_real.png", "CTC posteriors and alignment of real speech"),
+    "tts": ("test_example_short.png", "true and synthesised mel of a held-out sentence, and "
+            "the decoder's attention over its phones"),
 }
 """Per head: the media file of its quick run shown here, and what it shows."""
 

@@ -1,0 +1,142 @@
+"""Stages of ``guided_attention`` that re-use the trained runs' best checkpoints.
+
+- ``free-running``: the free-running test of each run with the current synthesis code, with the
+  monotonic inference window on and off, so the report can say what the window, rather than
+  the training, does for attention errors (and a change to synthesis or to an error's
+  definition re-measures every run without training it again).
+- ``intelligibility``: pocketsphinx (its own en-us acoustic model and LM, the same for every
+  condition) transcribes the held-out short sentences three ways: flite's own audio, Griffin-Lim
+  of the true mel (what the vocoder alone loses), and Griffin-Lim of our free-running mel.
+  Per-utterance CER differences get a bootstrap interval; the real-time factor of synthesis
+  (one utterance at a time, one thread, vocoder included) is measured on the same items.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import soundfile as sf
+import torch
+import yaml
+from torchmetrics.functional.text import char_error_rate
+
+from experiments.truncated_attention.peer import score, transcribe
+from suite import paths
+from tasks.tts.alignment import bootstrap_ci
+from tasks.tts.data import TTSDataModule
+from tasks.tts.module import TTSModule
+
+EXPERIMENT = "guided_attention"
+SAMPLE_RATE = 16_000
+
+
+def run_dir(run: str, folder: str = EXPERIMENT) -> Path:
+    return paths.ROOT / "runs" / "tts" / folder / run
+
+
+def load_run(run: str, folder: str = EXPERIMENT) -> tuple[TTSModule, TTSDataModule]:
+    """A run's best checkpoint and a data module built as the run's was."""
+    directory = run_dir(run, folder)
+    module = TTSModule.from_checkpoint(directory / "checkpoints" / "best.ckpt").eval()
+    config = yaml.safe_load((directory / "config.yaml").read_text())
+    data = config["data"].get("init_args", config["data"])
+    datamodule = TTSDataModule(**data)
+    datamodule.setup("test")
+    return module, datamodule
+
+
+def _row(name: str, stage: str, model: str, metrics: dict[str, float], **extra: Any
+         ) -> dict[str, Any]:
+    return {"name": name, "group": stage, "head": "tts", "model": model,
+            "dataset": "flite-slt", "precision": "32-true", "train_seconds": None,
+            "metrics": metrics, **extra}
+
+
+def free_running(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, Any]]:
+    """Each run's free-running test with the monotonic window on (its media replace the run's
+    own test media) and off: rows ``free-running-<run>`` and ``...-windowless``."""
+    rows = []
+    for run in runs:
+        module, datamodule = load_run(run, folder)
+        for windowed in (True, False):
+            module.synthesis = replace(module.synthesis, windowed=windowed)
+            media_root = run_dir(run, folder) / ("" if windowed else "windowless")
+            trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu",
+                                 enable_progress_bar=False, default_root_dir=media_root)
+            metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+            name = f"free-running-{run}" + ("" if windowed else "-windowless")
+            rows.append(_row(name, "free-running", f"{module.hparams.model}",
+                             {k: float(v) for k, v in metrics.items()}, run=run,
+                             windowed=windowed))
+    return rows
+
+
+def _read(path: str) -> torch.Tensor:
+    audio, rate = sf.read(path, dtype="int16")
+    assert rate == SAMPLE_RATE, f"{path}: {rate} Hz, expected {SAMPLE_RATE}"
+    return torch.from_numpy(audio)
+
+
+def _int16(audio: torch.Tensor) -> torch.Tensor:
+    return (audio.clamp(-1, 1) * 32767).round().to(torch.int16)
+
+
+def _conditions(module: TTSModule, datamodule: TTSDataModule, items: int
+                ) -> tuple[list[str], dict[str, list[torch.Tensor]], float]:
+    """References, audio per condition (int16, 16 kHz) and the real-time factor."""
+    dataset = datamodule.dataset("short")
+    texts, audio = [], {"flite": [], "griffin_lim_true": [], "ours": []}
+    synth_seconds = audio_seconds = 0.0
+    for i in range(min(items, len(dataset))):
+        item = dataset[i]
+        texts.append(item["text"])
+        audio["flite"].append(_read(item["wav"]))
+        true_mel = module.denormalise(item["mel"])
+        audio["griffin_lim_true"].append(_int16(module.vocoder(true_mel)))
+        start = time.perf_counter()
+        tokens = item["tokens"][None]
+        generated = module.synthesize(tokens, torch.tensor([tokens.shape[1]]), [item["index"]])
+        mel = module.denormalise(generated.mel[0, : int(generated.lengths[0])])
+        ours = module.vocoder(mel)
+        synth_seconds += time.perf_counter() - start
+        audio_seconds += len(ours) / SAMPLE_RATE
+        audio["ours"].append(_int16(ours))
+    return texts, audio, synth_seconds / max(audio_seconds, 1e-9)
+
+
+def intelligibility(runs: list[str], items: int = 200, folder: str = EXPERIMENT
+                    ) -> list[dict[str, Any]]:
+    """pocketsphinx CER/WER on each condition for each run, the ratio of ours to flite's,
+    a bootstrap interval of the per-utterance CER difference, and the one-thread RTF."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = []
+        for run in runs:
+            module, datamodule = load_run(run, folder)
+            with torch.no_grad():
+                texts, audio, rtf = _conditions(module, datamodule, items)
+            metrics: dict[str, float] = {"test/rtf_one_thread": rtf, "utterances": len(texts)}
+            per_item = {}
+            for condition, waves in audio.items():
+                hypotheses = transcribe(waves)
+                for key, value in score(hypotheses, texts).items():
+                    metrics[f"test/{key}_{condition}"] = value
+                per_item[condition] = [float(char_error_rate(h, r))
+                                       for h, r in zip(hypotheses, texts, strict=True)]
+            metrics["test/cer_ratio_to_flite"] = (metrics["test/cer_ours"]
+                                                  / max(metrics["test/cer_flite"], 1e-9))
+            diffs = [a - b for a, b in zip(per_item["ours"], per_item["flite"], strict=True)]
+            low, high = bootstrap_ci(diffs)
+            metrics |= {"test/cer_diff_mean": statistics.fmean(diffs),
+                        "test/cer_diff_ci_low": low, "test/cer_diff_ci_high": high}
+            rows.append(_row(f"intelligibility-{run}", "intelligibility",
+                             f"{module.hparams.model}-pocketsphinx", metrics, run=run))
+        return rows
+    finally:
+        torch.set_num_threads(threads)
