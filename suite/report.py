@@ -167,7 +167,9 @@ def copy_figures(section: Figures, results: dict[str, Any], out_dir: Path, runs_
             shutil.copyfile(source / figure.media, out_dir / figure.name)
         if (out_dir / figure.name).is_file():
             image = figure.name.endswith((".png", ".jpg", ".svg", ".gif"))
-            link = f"{'!' if image else ''}[{figure.alt}]({figure.name})"  # audio: a link
+            # anything else (audio) is a link, one list item each
+            link = (f"![{figure.alt}]({figure.name})" if image
+                    else f"- [{figure.alt}]({figure.name})")
             lines.append(f"**{figure.caption}**\n\n{link}\n" if figure.caption else link)
     if not lines:
         return []

@@ -52,5 +52,5 @@ def test_run_media_are_copied_and_audio_is_linked_not_shown(tmp_path: Path):
     section = Figures("media", [Figure("r-s0", "map.png", "map.png", "a map"),
                                 Figure("r-s0", "voice.wav", "voice.wav", "listen")])
     lines = copy_figures(section, results, out, tmp_path / "runs")
-    assert "![a map](map.png)" in lines and "[listen](voice.wav)" in lines
+    assert "![a map](map.png)" in lines and "- [listen](voice.wav)" in lines
     assert (out / "voice.wav").read_bytes() == b"wav"

@@ -254,10 +254,13 @@ def mel_l1_dtw(pred: Tensor, ref: Tensor) -> float:
 def mel_cepstral_distance(pred: Tensor, ref: Tensor) -> float:
     """Mel-cepstral distance (MCD, dB) of two natural-log power mels ``(T, 80)`` after DTW.
 
-    Cepstra are the orthonormal DCT-II of the log power mel (``create_dct(13, 80, 'ortho')``),
-    halved to describe the log *amplitude* spectrum, as MCD's cepstra do; ``c0`` (overall
-    level) is dropped. Frames are aligned by DTW on the cepstra (Euclidean), and each aligned
-    pair scores ``10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2)``; the MCD is their mean.
+    Cepstra describe the log *amplitude* spectrum as ``log|X(w)| = c_0 + 2 sum_k c_k cos(k w)``
+    (the real cepstrum MCD is defined on): the DCT-II of half the log power mel over its 80
+    bins, scaled by 1/80 - the orthonormal DCT of ``create_dct(13, 80, 'ortho')`` divided by
+    sqrt(2 * 80). ``c0`` (overall level) is dropped. Frames are aligned by DTW on the cepstra
+    (Euclidean), and each aligned pair scores ``10 / ln 10 * sqrt(2 * sum_d (c_d - c'_d)^2)``;
+    the MCD is their mean. Mel-filterbank cepstra are not SPTK's all-pass-warped mel-cepstra,
+    so values compare between our runs, not with published MCDs.
     """
     dct = torchaudio.functional.create_dct(13, 80, "ortho").double().numpy()  # (80, 13)
     p = _as_frames(pred, "mel_cepstral_distance pred")
@@ -265,7 +268,8 @@ def mel_cepstral_distance(pred: Tensor, ref: Tensor) -> float:
     if p.shape[1] != 80 or r.shape[1] != 80:
         raise UsageError(f"mel_cepstral_distance: expected 80 mel bins, got {p.shape[1]} and "
                          f"{r.shape[1]}")
-    cep_p, cep_r = (0.5 * (p @ dct))[:, 1:], (0.5 * (r @ dct))[:, 1:]  # (T, 12)
+    scale = 0.5 / math.sqrt(2 * 80)  # power -> amplitude, orthonormal -> 1/N cepstrum
+    cep_p, cep_r = (scale * (p @ dct))[:, 1:], (scale * (r @ dct))[:, 1:]  # (T, 12)
     idx_p, idx_r = dtw_path(cep_p, cep_r)
     per_frame = np.sqrt(2.0 * ((cep_p[idx_p] - cep_r[idx_r]) ** 2).sum(1))
     return float(10.0 / math.log(10.0) * per_frame.mean())

@@ -206,6 +206,17 @@ def test_mel_cepstral_distance() -> None:
         align.mel_cepstral_distance(mel[:, :40], mel[:, :40])
 
 
+def test_mel_cepstral_distance_uses_the_real_cepstrums_scale() -> None:
+    """log|X(w)| = 2 c1 cos(w) has the single cepstral coefficient c1: against a flat spectrum
+    the MCD is 10 / ln 10 * sqrt(2) * c1."""
+    c1 = 0.1
+    bins = (torch.arange(80) + 0.5) * math.pi / 80
+    log_power = (4 * c1 * torch.cos(bins)).expand(10, 80)  # twice the log amplitude
+    expected = 10 / math.log(10) * math.sqrt(2) * c1
+    assert align.mel_cepstral_distance(log_power, torch.zeros(10, 80)) == pytest.approx(
+        expected, rel=1e-3)
+
+
 def test_bootstrap_ci_contains_the_mean() -> None:
     values = np.random.default_rng(4).normal(loc=3.0, size=100).tolist()
     low, high = align.bootstrap_ci(values)
