@@ -259,6 +259,4 @@ def figures(results: dict[str, Any]) -> Figures:
                      "free-running (true mel, ours, attention)") for name in ("short", "long")]
     items += [Figure(run, "test_audio_short.wav", f"{run}_short.wav",
                      f"listen: {run}, a short held-out item (Griffin-Lim)") for run in shown]
-    items += [Figure("guided-s0", "test_audio_long.wav", "guided-s0_long.wav",
-                     "listen: guided-s0, a long held-out item (Griffin-Lim)")]
     return Figures("What the models attend to, and how they sound", items)
