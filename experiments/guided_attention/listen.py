@@ -27,12 +27,13 @@ from torchmetrics.functional.text import char_error_rate
 
 from experiments.truncated_attention.peer import score, transcribe
 from suite import paths
+from suite.errors import DataError
+from tasks.asr.features import SAMPLE_RATE
 from tasks.tts.alignment import bootstrap_ci
 from tasks.tts.data import TTSDataModule
 from tasks.tts.module import TTSModule
 
 EXPERIMENT = "guided_attention"
-SAMPLE_RATE = 16_000
 
 
 def run_dir(run: str, folder: str = EXPERIMENT) -> Path:
@@ -78,7 +79,8 @@ def free_running(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, An
 
 def _read(path: str) -> torch.Tensor:
     audio, rate = sf.read(path, dtype="int16")
-    assert rate == SAMPLE_RATE, f"{path}: {rate} Hz, expected {SAMPLE_RATE}"
+    if rate != SAMPLE_RATE:
+        raise DataError(f"{path}: {rate} Hz, expected flite's {SAMPLE_RATE} Hz")
     return torch.from_numpy(audio)
 
 

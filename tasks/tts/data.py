@@ -137,16 +137,22 @@ class UtteranceDataset(Dataset):
         offsets, j = self.data["mel_offsets"], self.indices[i]
         return int(offsets[j + 1] - offsets[j])
 
+    def tokens(self, i: int) -> torch.Tensor:
+        """Token ids of the ``i``-th utterance (EOS included), without reading its mel."""
+        j = self.indices[i]
+        if self.units == "phones":
+            return corpus.ids("phones", self.data["phones"][j].split())
+        return corpus.ids("chars", normalize(self.data["texts"][j]))
+
     def __getitem__(self, i: int) -> dict:
         data, j = self.data, self.indices[i]
         mel = data["mel"][data["mel_offsets"][j]:data["mel_offsets"][j + 1]].float()
         mel = (mel - self.mean) / self.std  # (frames, 80)
+        tokens = self.tokens(i)
         if self.units == "phones":
-            tokens = corpus.ids("phones", data["phones"][j].split())
             phone_ends = data["ends"][data["end_offsets"][j]:data["end_offsets"][j + 1]]
             ends = torch.cat([phone_ends, torch.tensor([len(mel)])])  # EOS ends with the audio
         else:
-            tokens = corpus.ids("chars", normalize(data["texts"][j]))
             ends = torch.full_like(tokens, -1)  # characters have no alignment
         item = {"tokens": tokens, "mel": mel, "token_ends": ends,
                 "index": int(data["ids"][j]), "text": data["texts"][j]}
@@ -266,7 +272,7 @@ class TTSDataModule(pl.LightningDataModule):
         text of n tokens is expected to last, which caps free-running synthesis."""
         train = self.dataset("train")
         frames = sum(train.length(i) for i in range(len(train)))
-        tokens = sum(len(train[i]["tokens"]) for i in range(len(train)))
+        tokens = sum(len(train.tokens(i)) for i in range(len(train)))
         return frames / max(tokens, 1)
 
     def dataset(self, split: Literal["train", "val", "short", "long"]) -> UtteranceDataset:

@@ -14,12 +14,12 @@ import torch
 from torch import Tensor
 
 from suite.logging import log_audio, log_figure
+from tasks.asr.features import SAMPLE_RATE
 from tasks.tts import alignment as align
+from tasks.tts.corpus import FRAMES_PER_SECOND
 from tasks.tts.model import Generated
 from tasks.tts.vocoder import write_wav
 
-SAMPLE_RATE = 16_000
-FRAMES_PER_SECOND = 100
 ERRORS = ("skip", "repeat", "early_stop", "overrun")
 
 

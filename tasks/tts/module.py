@@ -23,6 +23,7 @@ from torch import Tensor
 from suite.blocks import LayerConfig
 from suite.errors import UsageError
 from suite.module import Stage, TaskModule
+from tasks.asr.features import N_MELS, SAMPLE_RATE
 from tasks.tts import alignment as align
 from tasks.tts.corpus import encode
 from tasks.tts.data import TEST_SETS
@@ -31,7 +32,6 @@ from tasks.tts.model import Generated, TransformerTTS
 from tasks.tts.synthesis import Synthesis, expected_frames, generate, utterance_generators
 from tasks.tts.vocoder import GriffinLimVocoder
 
-N_MELS = 80
 ENCODER = LayerConfig(dim=256, depth=3, ffn_dim=1024)
 """The TTS head's default encoder size (``--model.encoder.*``)."""
 DECODER = LayerConfig(dim=256, depth=3, ffn_dim=1024)
@@ -205,8 +205,7 @@ class TTSModule(TaskModule):
             pos_weight=torch.tensor(self.hparams.stop_weight, device=mel.device))
             * valid).sum() / valid.sum()
         steps, tokens = maps[0].shape[-2:]
-        step_lengths = torch.ceil(lengths / self.model.reduction).long()
-        mask = align.valid_mask(token_lengths, step_lengths, steps, tokens)
+        mask = align.valid_mask(token_lengths, self._step_lengths(batch), steps, tokens)
         guided_weights = torch.stack([maps[layer][:, head] for layer, heads
                                       in self.guided_heads.items() for head in heads], dim=1)
         guided = align.guided_attention_loss(guided_weights, self._prior(batch, steps, tokens),
@@ -221,25 +220,26 @@ class TTSModule(TaskModule):
             self.log(f"{stage}/{name}", value, batch_size=n, prog_bar=name == "loss",
                      add_dataloader_idx=False)
         if stage == "val":
-            step_lengths = torch.ceil(batch["mel_lengths"] / self.model.reduction).long()
-            self._score_alignment(batch, maps, mask, step_lengths)
+            self._score_alignment(batch, maps, mask)
         return parts["loss"]
 
     def _prior(self, batch: dict[str, Tensor], steps: int, tokens: int) -> Tensor:
         """The guided loss's prior W ``(B, steps, tokens)``: diagonal or centred on flite's true
         phone at each step."""
         kind, sigma = self.guidance.prior, self.guidance.sigma
-        token_lengths = batch["token_lengths"]
-        step_lengths = torch.ceil(batch["mel_lengths"] / self.model.reduction).long()
+        token_lengths, step_lengths = batch["token_lengths"], self._step_lengths(batch)
         if kind == "diagonal":
             return align.diagonal_prior(token_lengths, step_lengths, steps, tokens, sigma)
         true = self._true_tokens(batch, steps)
         return align.aligned_prior(true, token_lengths, step_lengths, tokens, sigma)
 
+    def _step_lengths(self, batch: dict[str, Tensor]) -> Tensor:
+        """Decoder steps of each item ``(B,)``: its frames in steps of r, the last one partial."""
+        return torch.ceil(batch["mel_lengths"] / self.model.reduction).long()
+
     def _true_tokens(self, batch: dict[str, Tensor], steps: int) -> Tensor:
-        step_lengths = torch.ceil(batch["mel_lengths"] / self.model.reduction).long()
-        return align.true_tokens(batch["token_ends"], batch["token_lengths"], step_lengths,
-                                 steps, self.model.reduction)
+        return align.true_tokens(batch["token_ends"], batch["token_lengths"],
+                                 self._step_lengths(batch), steps, self.model.reduction)
 
     # ------------------------------------------------------------------ alignment metrics
     def monitored_maps(self, maps: list[Tensor], mask: Tensor) -> Tensor:
@@ -251,9 +251,10 @@ class TTSModule(TaskModule):
                                   for head in heads], dim=1)
         return candidates[:, align.most_focused_head(candidates, mask)]
 
-    def _score_alignment(self, batch: dict[str, Tensor], maps: list[Tensor], mask: Tensor,
-                         step_lengths: Tensor) -> None:
+    def _score_alignment(self, batch: dict[str, Tensor], maps: list[Tensor], mask: Tensor
+                         ) -> None:
         steps, tokens = maps[0].shape[-2:]
+        step_lengths = self._step_lengths(batch)
         weights = self.monitored_maps(maps, mask)
         diagonal = align.diagonal_prior(batch["token_lengths"], step_lengths, steps, tokens,
                                         DIAGONALITY_SIGMA)
@@ -343,5 +344,5 @@ class TTSModule(TaskModule):
             audio = self.vocoder(self.denormalise(generated.mel[0, :length]).cpu())
             wav = write_prediction(directory, number, text, audio,
                                    generated.alignment[0].cpu())
-            lines.append(f"{text}\t{wav}\t{len(audio) / 16_000:.2f}")
+            lines.append(f"{text}\t{wav}\t{len(audio) / SAMPLE_RATE:.2f}")
         return lines

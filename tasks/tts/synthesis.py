@@ -26,7 +26,6 @@ from torch import Tensor
 from suite.attention import AttentionMask
 from tasks.tts.model import Generated, TransformerTTS
 
-
 END_TOKENS = 3
 """The last tokens (final phone, pause, EOS) within which a windowed stop is accepted."""
 
