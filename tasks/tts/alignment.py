@@ -2,9 +2,9 @@
 
 The decoder predicts ``r`` mel frames per step; its cross-attention ``A[t, n]`` says which
 text token step ``t`` reads. Guided attention (Tachibana et al. 2017, DC-TTS; ESPnet's
-``GuidedAttentionLoss``) adds ``mean(W * A)`` to the loss, where the prior ``W`` is near 0 on
-the expected alignment and grows to 1 away from it: the diagonal ``n / N = t / T``, or - for
-"pre-aligned guidance" - flite's true token per step. Everything here is computed in fp32,
+``GuidedAttentionLoss``) adds ``lambda * mean(W * A)`` to the loss, where the prior ``W`` is
+near 0 on the expected alignment and grows to 1 away from it: the diagonal ``n / N = t / T``,
+or - for "pre-aligned guidance" - flite's true token per step. Everything here is computed in fp32,
 whatever the dtype of the attention (bf16 under autocast), and ignores padding: ``mask``
 ``(B, S, N)`` is true on a valid (step, token) pair.
 
@@ -90,21 +90,21 @@ def aligned_prior(true_token: Tensor, token_lengths: Tensor, step_lengths: Tenso
 
 
 def guided_attention_loss(weights: Tensor, prior: Tensor, mask: Tensor) -> Tensor:
-    """The attention's expected penalty per decoder step, ``sum_n A[t, n] W[t, n]``, averaged
-    over heads and valid steps: fp32 scalar in [0, 1).
+    """``mean(W * A)`` over every valid (head, step, token) cell of the batch: fp32 scalar.
 
-    Tachibana et al. and ESPnet average ``W * A`` over all (step, token) cells instead, which
-    is this divided by the number of tokens: the same prior pulls ten times more weakly on a
-    sentence ten times longer, and lambda has to be retuned with the text length. Per step it
-    does not depend on the length (a step's weights sum to 1).
+    The cell mean of Tachibana et al. and ESPnet, so lambda means what it means there. A
+    step's weights sum to 1, so this is the per-step expected penalty ``sum_n A W`` divided
+    by the text length: the prior pulls hardest while attention is spread out, and lets a
+    head that has found the alignment deviate from the exact diagonal where the speech does
+    (a long leading pause, a slow word) at a cost that shrinks with the text's length.
 
     ``weights`` ``(B, H, S, N)`` are the guided heads' attention; padding never contributes,
     whatever it holds (``where``, not a product, so NaN there cannot leak in).
     """
     mask = mask[:, None]  # (B, 1, S, N)
     terms = torch.where(mask, weights.float() * prior.float()[:, None], 0.0)
-    steps = mask.any(-1).sum() * weights.shape[1]  # valid (head, step) pairs
-    return terms.sum() / steps.clamp(min=1)
+    cells = mask.sum() * weights.shape[1]  # valid (head, step, token) cells
+    return terms.sum() / cells.clamp(min=1)
 
 
 def _step_mean(values: Tensor, valid: Tensor) -> Tensor:
@@ -158,15 +158,18 @@ ATTENDED = 0.1
 """The weight a token must get at some step to count as read (see :func:`attention_errors`)."""
 
 
-def attention_errors(weights: Tensor, num_tokens: int, capped: bool) -> dict[str, bool]:
+def attention_errors(weights: Tensor, num_tokens: int, capped: bool,
+                     silent: Tensor | None = None) -> dict[str, bool]:
     """Attention errors of one free-running item.
 
-    ``weights`` ``(S, N)``; the first ``num_tokens`` tokens are real.
+    ``weights`` ``(S, N)``; the first ``num_tokens`` tokens are real; ``silent`` ``(N,)`` bool
+    marks pauses (and word spaces), which are never counted as skipped: speech may run over
+    a pause, and the leading pause is often spoken before attention settles on any token.
 
-    - ``skip``: a token before the furthest peak that no step gave :data:`ATTENDED` of its
-      weight: attention passed it by. (Not "the peak jumped": at r frames a step, a short
-      phone is often read within a step, shared with its neighbour, without ever being the
-      peak.)
+    - ``skip``: a sounding token before the furthest peak that no step gave
+      :data:`ATTENDED` of its weight: attention passed it by. (Not "the peak jumped": at r
+      frames a step, a short phone is often read within a step, shared with its neighbour,
+      without ever being the peak.)
     - ``repeat``: the peak (argmax) moves back by more than one token;
     - ``early_stop``: generation ended, not at the length cap, before the peak reached any of
       the last 3 tokens;
@@ -180,6 +183,8 @@ def attention_errors(weights: Tensor, num_tokens: int, capped: bool) -> dict[str
     peak = real.argmax(-1)  # (S,)
     furthest = int(peak.max()) if peak.numel() else 0
     passed_by = real[:, :furthest].amax(0) < ATTENDED if peak.numel() else real.new_zeros(0)
+    if silent is not None:
+        passed_by = passed_by & ~silent[:furthest].to(passed_by.device)
     reached_end = peak.numel() > 0 and furthest >= num_tokens - 3
     return {"skip": bool(passed_by.any()), "repeat": bool((peak.diff() < -1).any()),
             "early_stop": not capped and not reached_end, "overrun": bool(capped)}

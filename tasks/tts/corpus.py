@@ -153,6 +153,16 @@ def ids(units: str, symbols: Iterable[str]) -> torch.Tensor:
     return torch.tensor([*(table[s] for s in symbols), EOS], dtype=torch.long)
 
 
+SILENT = ("pau", " ")
+"""Units that are not sounds: a pause, a word space. Reading them is optional, so an attention
+that never rests on one has not skipped anything (:func:`tasks.tts.alignment.attention_errors`)."""
+
+
+def silent_ids(units: str) -> frozenset[int]:
+    """Token ids of ``units`` that are :data:`SILENT`."""
+    return frozenset(i for i, name in enumerate(vocabulary(units)) if name in SILENT)
+
+
 def encode(units: str, text: str) -> torch.Tensor:
     """A user's text -> token ids ``(tokens,)``, as training saw it: phones from flite, or the
     normalised characters; EOS appended."""

@@ -44,6 +44,10 @@ LONG_ITEMS = 50
 DEFAULT_VAL_SIZE = 64
 POOL_MIN_UTTERANCES = 1000
 """Smaller corpora render in this process: starting worker processes would cost more."""
+JOIN_MAX_UTTERANCES = 3
+JOIN_MAX_FRAMES = 1500
+"""Joined training items (:func:`join_groups`) hold at most this many utterances and frames
+(15 s): long enough that a sentence's final pause is often followed by more speech."""
 BUCKET_BATCHES = 50
 """Batches per length bucket: utterances are sorted by length within a random pool this many
 batches large, so a batch pads little yet batches differ from epoch to epoch."""
@@ -122,43 +126,95 @@ def available() -> dict[str, State]:
 
 
 class UtteranceDataset(Dataset):
-    """Utterances of one split: token ids, normalised log-mel, token end frames, id, text, and
-    for held-out items the path of flite's WAV."""
+    """Items of one split: token ids, normalised log-mel, token end frames, id, text, and for
+    held-out items the path of flite's WAV.
 
-    def __init__(self, data: dict, indices: list[int], units: str, wav_dir: Path) -> None:
-        self.data, self.indices, self.units, self.wav_dir = data, indices, units, wav_dir
+    An item is one utterance, or (``groups``) several training utterances read one after
+    another: their mels and token sequences joined, the pause that ends one and the pause
+    that starts the next merged into one pause token, as flite itself pauses between the
+    sentences of a longer text. Its id is its first utterance's.
+    """
+
+    def __init__(self, data: dict, groups: list[tuple[int, ...]], units: str,
+                 wav_dir: Path) -> None:
+        self.data, self.groups, self.units, self.wav_dir = data, groups, units, wav_dir
         self.mean, self.std = data["mean"], data["std"]
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.groups)
 
-    def length(self, i: int) -> int:
-        """Frames of the ``i``-th utterance."""
-        offsets, j = self.data["mel_offsets"], self.indices[i]
+    def _frames(self, j: int) -> int:
+        offsets = self.data["mel_offsets"]
         return int(offsets[j + 1] - offsets[j])
 
-    def tokens(self, i: int) -> torch.Tensor:
-        """Token ids of the ``i``-th utterance (EOS included), without reading its mel."""
-        j = self.indices[i]
+    def length(self, i: int) -> int:
+        """Frames of the ``i``-th item."""
+        return sum(self._frames(j) for j in self.groups[i])
+
+    def _symbols(self, j: int) -> list[str]:
         if self.units == "phones":
-            return corpus.ids("phones", self.data["phones"][j].split())
-        return corpus.ids("chars", normalize(self.data["texts"][j]))
+            return self.data["phones"][j].split()
+        return list(normalize(self.data["texts"][j]))
+
+    def tokens(self, i: int) -> torch.Tensor:
+        """Token ids of the ``i``-th item (EOS included), without reading its mel."""
+        first, *rest = self.groups[i]
+        symbols = self._symbols(first)
+        for j in rest:  # phones: the next sentence's leading pause merges into this one's end
+            symbols += self._symbols(j)[1:] if self.units == "phones" else [" ", *self._symbols(j)]
+        return corpus.ids(self.units, symbols)
+
+    def _ends(self, i: int, tokens: torch.Tensor, frames: int) -> torch.Tensor:
+        """Each token's end frame: flite's phone ends, shifted by the frames before each
+        utterance; a merged pause ends where the next utterance's leading pause did."""
+        if self.units != "phones":
+            return torch.full_like(tokens, -1)  # characters have no alignment
+        data, parts, start = self.data, [], 0
+        for k, j in enumerate(self.groups[i]):
+            ends = data["ends"][data["end_offsets"][j]:data["end_offsets"][j + 1]] + start
+            parts.append(ends if k == 0 else ends[1:])
+            if k:
+                parts[-2] = torch.cat([parts[-2][:-1], ends[:1]])
+            start += self._frames(j)
+        return torch.cat([*parts, torch.tensor([frames])])  # EOS ends with the audio
 
     def __getitem__(self, i: int) -> dict:
-        data, j = self.data, self.indices[i]
-        mel = data["mel"][data["mel_offsets"][j]:data["mel_offsets"][j + 1]].float()
+        data, group = self.data, self.groups[i]
+        mel = torch.cat([data["mel"][data["mel_offsets"][j]:data["mel_offsets"][j + 1]]
+                         for j in group]).float()
         mel = (mel - self.mean) / self.std  # (frames, 80)
         tokens = self.tokens(i)
-        if self.units == "phones":
-            phone_ends = data["ends"][data["end_offsets"][j]:data["end_offsets"][j + 1]]
-            ends = torch.cat([phone_ends, torch.tensor([len(mel)])])  # EOS ends with the audio
-        else:
-            ends = torch.full_like(tokens, -1)  # characters have no alignment
-        item = {"tokens": tokens, "mel": mel, "token_ends": ends,
-                "index": int(data["ids"][j]), "text": data["texts"][j]}
-        if data["wavs"][j]:
-            item["wav"] = str(self.wav_dir / data["wavs"][j])
+        item = {"tokens": tokens, "mel": mel, "token_ends": self._ends(i, tokens, len(mel)),
+                "index": int(data["ids"][group[0]]),
+                "text": ". ".join(data["texts"][j] for j in group)}
+        if len(group) == 1 and data["wavs"][group[0]]:
+            item["wav"] = str(self.wav_dir / data["wavs"][group[0]])
         return item
+
+
+def join_groups(indices: list[int], frames: list[int], share: float, seed: int
+                ) -> list[tuple[int, ...]]:
+    """Group training utterances into items: each utterance, in a seeded random order, starts
+    a joined item of 2 or :data:`JOIN_MAX_UTTERANCES` utterances with probability ``share``
+    (while the item stays within :data:`JOIN_MAX_FRAMES`), else stands alone. Every utterance
+    lands in exactly one item. ``frames[k]`` is ``indices[k]``'s length."""
+    if not 0.0 <= share <= 1.0:
+        raise UsageError(f"data.join_share must be in [0, 1], got {share}")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(indices), generator=generator).tolist()
+    draws = torch.rand(len(order), generator=generator).tolist()
+    sizes = torch.randint(2, JOIN_MAX_UTTERANCES + 1, (len(order),), generator=generator).tolist()
+    groups, k = [], 0
+    while k < len(order):
+        group, total = [order[k]], frames[order[k]]
+        if draws[k] < share:
+            while (len(group) < sizes[k] and k + len(group) < len(order)
+                   and total + frames[order[k + len(group)]] <= JOIN_MAX_FRAMES):
+                total += frames[order[k + len(group)]]
+                group.append(order[k + len(group)])
+        groups.append(tuple(indices[g] for g in group))
+        k += len(group)
+    return groups
 
 
 def collate(items: list[dict]) -> dict:
@@ -224,12 +280,20 @@ class TTSDataModule(pl.LightningDataModule):
     flite spoke it (EOS: the mel length; padding 0; all -1 for ``units="chars"``, unknown);
     ``index`` ``(B,)``, the utterance's stable id; ``text``; and in test batches ``wav``, the
     paths of flite's own audio. ``test_dataloader()`` returns ``[short, long]``
-    (:data:`TEST_SETS`). ``seed`` picks the corpus and orders the training batches.
+    (:data:`TEST_SETS`). ``seed`` picks the corpus, the joined items and the batch order.
+
+    ``join_share``: the share of training utterances that start a joined item of 2-3
+    utterances (:func:`join_groups`); 0 keeps the corpus's single sentences, the default
+    recipe (``configs/tts/default.yaml``) joins a quarter. Every utterance of the corpus is one sentence; without
+    joined items the model only ever hears a sentence's final pause followed by the end, and
+    on a text of several sentences stops speaking (or babbles) after the first. Validation and
+    test items are never joined.
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
                  units: Literal["phones", "chars"] = "phones", batch_size: int = 32,
-                 val_size: int = DEFAULT_VAL_SIZE, seed: int = 0, num_workers: int = 0) -> None:
+                 val_size: int = DEFAULT_VAL_SIZE, seed: int = 0, num_workers: int = 0,
+                 join_share: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.vocab = corpus.vocabulary(units)
@@ -238,6 +302,8 @@ class TTSDataModule(pl.LightningDataModule):
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.corpus_size, self.units, self.batch_size = corpus_size, units, batch_size
         self.val_size, self.seed, self.num_workers = val_size, seed, num_workers
+        join_groups([], [], join_share, seed)  # a bad share fails here, not at the first epoch
+        self.join_share = join_share
         self._data: dict | None = None
 
     def prepare_data(self) -> None:
@@ -276,10 +342,16 @@ class TTSDataModule(pl.LightningDataModule):
         return frames / max(tokens, 1)
 
     def dataset(self, split: Literal["train", "val", "short", "long"]) -> UtteranceDataset:
-        """The utterances of one split, in corpus order."""
+        """The items of one split: single utterances in corpus order, except that training
+        items may join several (:attr:`join_share`)."""
         data = self._load()
         indices = [i for i, s in enumerate(data["splits"]) if s == split]
-        return UtteranceDataset(data, indices, self.units,
+        groups = [(i,) for i in indices]
+        if split == "train" and self.join_share > 0:
+            offsets = data["mel_offsets"]
+            frames = [int(offsets[i + 1] - offsets[i]) for i in indices]
+            groups = join_groups(indices, frames, self.join_share, self.seed)
+        return UtteranceDataset(data, groups, self.units,
                                 corpus_dir(self.corpus_size, self.seed) / "test")
 
     def _loader(self, dataset: UtteranceDataset, **batching: object) -> DataLoader:

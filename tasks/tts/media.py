@@ -37,6 +37,7 @@ class Example:
 class TestLog:
     """Per-item scores of the free-running test, by test set, and one example of each."""
 
+    silent: frozenset[int] = frozenset()  # token ids never counted as skipped (pauses)
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     examples: dict[str, Example] = field(default_factory=dict)
     seconds: float = 0.0
@@ -52,7 +53,9 @@ class TestLog:
             frames, tokens = int(generated.lengths[i]), int(batch["token_lengths"][i])
             steps = -(-frames // reduction)
             weights = generated.alignment[i, :steps, :tokens].cpu()
-            errors = align.attention_errors(weights, tokens, bool(generated.capped[i]))
+            ids = batch["tokens"][i, :tokens].cpu()
+            silent = torch.tensor([int(t) in self.silent for t in ids], dtype=torch.bool)
+            errors = align.attention_errors(weights, tokens, bool(generated.capped[i]), silent)
             predicted = denormalise(generated.mel[i, :frames]).cpu()
             reference = denormalise(batch["mel"][i, : int(batch["mel_lengths"][i])]).cpu()
             row = {error: float(errors[error]) for error in ERRORS}

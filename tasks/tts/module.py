@@ -25,7 +25,7 @@ from suite.errors import UsageError
 from suite.module import Stage, TaskModule
 from tasks.asr.features import N_MELS, SAMPLE_RATE
 from tasks.tts import alignment as align
-from tasks.tts.corpus import encode
+from tasks.tts.corpus import encode, silent_ids
 from tasks.tts.data import TEST_SETS
 from tasks.tts.media import TestLog, write_prediction
 from tasks.tts.model import Generated, TransformerTTS
@@ -117,9 +117,11 @@ class TTSModule(TaskModule):
         self.guided_heads = {layer: list(range(guidance.heads))
                              for layer in range(first, decoder.depth)}
         self.alignment_history: list[tuple[int, float]] = []
+        self.focused_head: tuple[int, int] | None = None  # unguided: the (layer, head) to watch
+        self._candidate_heads: list[tuple[int, int]] = []
         self._val: dict[str, list[Tensor]] = {}
         self._val_example: tuple[Tensor, list[str]] | None = None
-        self._test = TestLog()
+        self._test = TestLog(silent_ids(units))
         self._vocoder: GriffinLimVocoder | None = None
 
     # ------------------------------------------------------------------ setup / checkpoint
@@ -132,9 +134,12 @@ class TTSModule(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alignment_history"] = self.alignment_history
+        checkpoint["focused_head"] = self.focused_head
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.alignment_history = [tuple(h) for h in checkpoint.get("alignment_history", [])]
+        focused = checkpoint.get("focused_head")
+        self.focused_head = None if focused is None else tuple(focused)
 
     def batch_size(self, batch: dict[str, Any]) -> int:
         return batch["tokens"].shape[0]
@@ -242,14 +247,28 @@ class TTSModule(TaskModule):
                                  self._step_lengths(batch), steps, self.model.reduction)
 
     # ------------------------------------------------------------------ alignment metrics
+    def _candidates(self, maps: list[Tensor]) -> tuple[list[tuple[int, int]], Tensor]:
+        """The heads whose alignment may be scored - the guided ones, or for an unguided model
+        every head of every layer - and their attention ``(B, heads, S, N)``."""
+        heads = ([(layer, head) for layer, hs in self.guided_heads.items() for head in hs]
+                 if self.guidance.weight
+                 else [(layer, head) for layer, m in enumerate(maps) for head in range(m.shape[1])])
+        return heads, torch.stack([maps[layer][:, head] for layer, head in heads], dim=1)
+
     def monitored_maps(self, maps: list[Tensor], mask: Tensor) -> Tensor:
         """The attention ``(B, S, N)`` whose alignment is scored: the most focused guided head,
         or for an unguided model the most focused head of any layer."""
-        layers = (self.guided_heads if self.guidance.weight
-                  else {layer: list(range(m.shape[1])) for layer, m in enumerate(maps)})
-        candidates = torch.stack([maps[layer][:, head] for layer, heads in layers.items()
-                                  for head in heads], dim=1)
+        _, candidates = self._candidates(maps)
         return candidates[:, align.most_focused_head(candidates, mask)]
+
+    @property
+    def synthesis_heads(self) -> dict[int, list[int]]:
+        """The heads free-running synthesis watches (and windows): the guided heads, or for an
+        unguided model the head that was most focused over the last validation."""
+        if self.guidance.weight or self.focused_head is None:
+            return self.guided_heads
+        layer, head = self.focused_head
+        return {layer: [head]}
 
     def _score_alignment(self, batch: dict[str, Tensor], maps: list[Tensor], mask: Tensor
                          ) -> None:
@@ -266,6 +285,10 @@ class TTSModule(TaskModule):
             scores["align_acc"] = align.alignment_accuracy(weights, true, mask)
         for name, values in scores.items():
             self._val.setdefault(name, []).append(values.detach().float().cpu())
+        self._candidate_heads, candidates = self._candidates(maps)
+        focus = torch.stack([align.focus_rate(candidates[:, h], mask).nansum()
+                             for h in range(candidates.shape[1])])
+        self._val.setdefault("head_focus", []).append(focus.detach().float().cpu()[None])
         if self._val_example is None:
             self._val_example = self._example_maps(maps, int(step_lengths[0]),
                                                    int(batch["token_lengths"][0]))
@@ -283,10 +306,14 @@ class TTSModule(TaskModule):
         return weights.detach().cpu(), titles
 
     def on_validation_epoch_end(self) -> None:
+        head_focus = self._val.pop("head_focus", None)
         scores = {name: torch.cat(values).mean().item() for name, values in self._val.items()}
         example, self._val, self._val_example = self._val_example, {}, None
         if not scores or self.trainer.sanity_checking:
             return
+        if head_focus is not None and not self.guidance.weight:
+            total = torch.cat(head_focus).sum(0)  # (heads,) summed focus over validation
+            self.focused_head = self._candidate_heads[int(total.argmax())]
         if example is not None:  # decoder steps down, input tokens across
             self.log_attention_maps(example[0], "val/attention", example[1])
         for name, value in scores.items():
@@ -303,7 +330,7 @@ class TTSModule(TaskModule):
         inference dropout, so an utterance always comes out the same."""
         return generate(self.model, tokens, token_lengths,
                         expected_frames(token_lengths, float(self.frames_per_token)),
-                        self.guided_heads, self.synthesis, utterance_generators(seeds))
+                        self.synthesis_heads, self.synthesis, utterance_generators(seeds))
 
     def denormalise(self, mel: Tensor) -> Tensor:
         """Normalised mel -> natural-log power mel, as the front end computes it."""
@@ -327,7 +354,7 @@ class TTSModule(TaskModule):
         for key, value in self._test.summary().items():
             self.log(f"test/{key}", value)
         self._test.log_media(self, self.vocoder, self.denormalise)
-        self._test = TestLog()
+        self._test = TestLog(silent_ids(self.hparams.units))
 
     # ------------------------------------------------------------------ predict
     def predict_inputs(self, inputs: list[str], out: str | None = None) -> list[str]:

@@ -10,9 +10,9 @@ one, or never reaches the end. Two guards are offered (Tachibana et al. 2017 use
   moves back, and a peak stuck on one token for ``max_stall`` steps is pushed one token on;
 - stopping when the stop logit fires *or* (windowed) the peak reaches the last token (EOS),
   and in any case at ``max_length_ratio`` times the expected length. Windowed, a fired stop
-  counts only once the peak is within the last :data:`END_TOKENS` tokens: every training
-  utterance is one sentence, so the stop logit learns "a sentence-final pause" and would end
-  a longer text at its first full stop.
+  counts only once the peak is within the last :data:`END_TOKENS` tokens: most training
+  items are one sentence, so the stop logit half-learns "a sentence-final pause" and could
+  end a longer text at its first full stop.
 """
 
 from __future__ import annotations

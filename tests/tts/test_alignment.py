@@ -11,6 +11,7 @@ import torch
 
 from suite.errors import UsageError
 from tasks.tts import alignment as align
+from tasks.tts import corpus
 
 
 def one_hot_map(tokens_per_step: list[int], tokens: int) -> torch.Tensor:
@@ -47,10 +48,10 @@ def test_guided_loss_ignores_padding() -> None:
     changed[0, 1, 5, 4] = float("nan")
     changed[0, 0, 4:, :] = 7.0
     assert torch.equal(align.guided_attention_loss(changed, prior, mask), loss)
-    # By hand: sum of W * A over valid cells, per valid step and head.
+    # By hand: the mean of W * A over the valid cells of both heads (ESPnet's masked mean).
     by_hand = sum((weights[b, :, mask[b]] * prior[b][mask[b]]).sum() for b in range(2))
-    steps = mask.any(-1).sum().item()
-    assert loss.item() == pytest.approx(by_hand.item() / (2 * steps), rel=1e-6)
+    cells = mask.sum().item()
+    assert loss.item() == pytest.approx(by_hand.item() / (2 * cells), rel=1e-6)
 
 
 def test_diagonal_attention_has_lower_loss_than_uniform() -> None:
@@ -60,11 +61,10 @@ def test_diagonal_attention_has_lower_loss_than_uniform() -> None:
     diagonal = torch.eye(8)[None, None]  # (1, 1, 8, 8)
     uniform = torch.full((1, 1, 8, 8), 1 / 8)
     assert align.guided_attention_loss(diagonal, prior, mask) == 0
-    # Each step's expected penalty, averaged over steps: uniform -> mean(W) (not mean(W) / N
-    # as a mean over every cell would give)
+    # The mean over every cell of W * A: uniform attention (1/N a cell) gives mean(W) / N.
     uniform_loss = align.guided_attention_loss(uniform, prior, mask)
-    assert uniform_loss.item() == pytest.approx(prior.mean().item(), rel=1e-6)
-    assert uniform_loss > 0.05
+    assert uniform_loss.item() == pytest.approx(prior.mean().item() / 8, rel=1e-6)
+    assert uniform_loss > 0.005
 
 
 def test_loss_runs_in_fp32_for_bf16_attention() -> None:
@@ -159,6 +159,20 @@ def test_a_token_read_within_a_step_is_not_a_skip() -> None:
     weights[4, 4] = 0.25  # the step that moves from 3 to 5 also reads token 4
     errors = align.attention_errors(weights, 10, False)
     assert not any(errors.values())
+
+
+def test_a_pause_never_read_is_not_a_skip_but_a_phone_is() -> None:
+    """The leading pause is often spoken before attention settles on any token."""
+    weights = one_hot_map([1, 1, 2, 3, 4, 5, 6, 7, 8, 9], 10)[0] * 0.95 + 0.005 / 10
+    pause = torch.zeros(10, dtype=torch.bool)
+    assert align.attention_errors(weights, 10, False, pause)["skip"]
+    pause[0] = True
+    assert not any(align.attention_errors(weights, 10, False, pause).values())
+
+
+def test_silent_ids_are_the_pause_and_the_word_space() -> None:
+    assert [corpus.vocabulary("phones")[i] for i in corpus.silent_ids("phones")] == ["pau"]
+    assert [corpus.vocabulary("chars")[i] for i in corpus.silent_ids("chars")] == [" "]
 
 
 def test_attention_errors_rejects_bad_token_count() -> None:

@@ -228,8 +228,9 @@ def test_batches_have_the_documented_shapes(tiny_corpus):
     assert module.mel_mean.dtype == module.mel_std.dtype == torch.float32
     assert module.mel_mean.shape == (80,)
     batches = list(module.train_dataloader())
+    train = module.dataset("train")
     assert sorted(i for b in batches for i in b["index"].tolist()) == sorted(
-        int(module.dataset("train")[i]["index"]) for i in range(12))
+        int(train[i]["index"]) for i in range(len(train)))
     batch = batches[0]
     assert set(batch) == {"tokens", "token_lengths", "mel", "mel_lengths", "token_ends",
                           "index", "text"}
@@ -250,6 +251,48 @@ def test_batches_have_the_documented_shapes(tiny_corpus):
     assert [len(b["text"]) for b in val] == [4]
     assert val[0]["index"].tolist() == [int(module.dataset("val")[i]["index"])
                                         for i in range(4)]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_join_groups_partition_the_utterances_within_the_frame_cap(share: float) -> None:
+    indices = list(range(100, 140))
+    frames = [300 + 37 * k % 500 for k in range(40)]
+    groups = data.join_groups(indices, frames, share, seed=3)
+    assert sorted(j for g in groups for j in g) == indices
+    assert all(1 <= len(g) <= data.JOIN_MAX_UTTERANCES for g in groups)
+    assert all(len(g) == 1 or sum(frames[j - 100] for j in g) <= data.JOIN_MAX_FRAMES
+               for g in groups)
+    joined = sum(len(g) > 1 for g in groups)
+    assert (joined == 0) if share == 0 else joined > 0
+    assert groups == data.join_groups(indices, frames, share, seed=3)
+
+
+def test_join_share_out_of_range_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="join_share"):
+        data.TTSDataModule(join_share=1.5)
+
+
+@needs_flite
+def test_a_joined_item_reads_its_utterances_in_turn_with_one_pause_between(tiny_corpus):
+    single = tiny_corpus.module(join_share=0.0).dataset("train")
+    joined = tiny_corpus.module(join_share=1.0).dataset("train")
+    i = next(k for k in range(len(joined)) if len(joined.groups[k]) > 1)
+    first, second = (single[single.groups.index((j,))] for j in joined.groups[i][:2])
+    item = joined[i]
+    n_first = len(first["tokens"]) - 1  # without its EOS
+    assert item["tokens"][:n_first].tolist() == first["tokens"][:-1].tolist()
+    # the second's leading pause merges into the first's final one
+    assert (item["tokens"][n_first:n_first + len(second["tokens"]) - 2].tolist()
+            == second["tokens"][1:-1].tolist())
+    assert corpus.vocabulary("phones")[int(item["tokens"][n_first - 1])] == "pau"
+    frames = len(first["mel"])
+    assert torch.equal(item["mel"][:frames], first["mel"])
+    assert item["token_ends"][n_first - 1] == frames + second["token_ends"][0]
+    assert torch.equal(item["token_ends"][n_first:n_first + len(second["tokens"]) - 2],
+                       second["token_ends"][1:-1] + frames)
+    assert (item["token_ends"].diff() >= 0).all() and item["token_ends"][-1] == len(item["mel"])
+    assert item["text"].startswith(first["text"] + ". ") and "wav" not in item
+    assert len(joined.tokens(i)) == len(item["tokens"])
 
 
 @needs_flite

@@ -32,9 +32,12 @@ def _accuracy(module: TTSModule, batch: dict) -> float:
 
 
 def test_a_tiny_model_overfits_eight_utterances_and_aligns(tiny_corpus) -> None:
-    datamodule = tiny_corpus.module(batch_size=8)
+    datamodule = tiny_corpus.module(batch_size=8, join_share=0.0)
     batch = next(iter(datamodule.train_dataloader()))
-    module = _module(datamodule.vocab_size, lr=3e-3)
+    # lambda 25: the loss is a mean over (step, token) cells, and over these ~25-token texts
+    # lambda 1 pulls too weakly to align within 300 steps of a batch this small
+    module = _module(datamodule.vocab_size, lr=3e-3,
+                     guidance=Guidance(layers=1, heads=2, weight=25.0))
     optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
     first = None
     for _ in range(300):
@@ -76,19 +79,36 @@ def test_annealing_decays_lambda_once_aligned(monkeypatch: pytest.MonkeyPatch) -
     assert module.guidance_weight() == 1.0
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tiny_corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A TTS checkpoint from two training steps of `suite train tts` on the tiny corpus."""
-    root = tmp_path_factory.mktemp("runs")
+def _train(tiny_corpus, root: Path, *extra: str) -> Path:
+    """Two training steps of `suite train tts` on the tiny corpus; the last checkpoint."""
     args = ["train", "tts", "--trainer.max_steps=2", "--trainer.val_check_interval=1",
             "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
             "--run.test=false", "--run.wandb=disabled", f"--run.root={root}",
-            "--run.name=tiny"]
+            "--run.name=tiny", *extra]
     args += [f"--data.{k}={v}" for k, v in tiny_corpus.settings.items()]
     args += ["--data.batch_size=4", "--model.encoder.dim=32", "--model.encoder.ffn_dim=64",
              "--model.decoder.dim=32", "--model.decoder.ffn_dim=64"]
     assert main(args) == 0
     return next(root.rglob("last.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TTS checkpoint from two training steps of `suite train tts` on the tiny corpus."""
+    return _train(tiny_corpus, tmp_path_factory.mktemp("runs"))
+
+
+def test_an_unguided_model_synthesises_watching_its_most_focused_head(
+        tiny_corpus, tmp_path: Path) -> None:
+    """No head was guided, so free-running synthesis watches (and windows) the head that
+    validation found most focused, saved with the checkpoint."""
+    path = _train(tiny_corpus, tmp_path, "--model.guidance.weight=0")
+    layer, head = torch.load(path, weights_only=False)["focused_head"]
+    assert 0 <= layer < 3 and 0 <= head < 4  # the default decoder: 3 layers of 4 heads
+    module = TTSModule.load_from_checkpoint(path)
+    assert module.synthesis_heads == {layer: [head]}
+    guided = TTSModule.load_from_checkpoint(_train(tiny_corpus, tmp_path / "guided"))
+    assert guided.synthesis_heads == guided.guided_heads == {1: [0, 1], 2: [0, 1]}
 
 
 def test_alignment_curves_reach_the_run_summary(checkpoint: Path) -> None:
