@@ -7,25 +7,22 @@ the heads' outputs are concatenated and mixed by W^O. Scaling by 1/sqrt(d_k) kee
 logits' variance ~1 whatever the head width, so the softmax does not saturate.
 
 Callers *describe* which keys a query may see with an :class:`AttentionMask` (key padding,
-causal, a truncated window, chunks, an arbitrary boolean ``allowed`` matrix, an additive
-bias) and the module picks the implementation:
+causal, a truncated window, chunks, global tokens on top of a window, an arbitrary boolean
+``allowed`` matrix, an additive bias) and the module picks the implementation:
 
 - **fused**: ``torch.nn.functional.scaled_dot_product_attention`` - no mask or causal only
   runs without materialising anything; other masks are materialised once as booleans;
-- **banded**: for windows/chunks on long sequences the queries are cut into blocks and each
-  block attends only to the key span it can reach, so memory grows as O(T * w), not O(T^2);
+- **banded** (:mod:`suite.banded`): for windows/chunks on long sequences the queries are cut
+  into blocks and each block attends only to the key span it can reach (and the global
+  tokens), so memory grows as O(T * (w + g)), not O(T^2);
 - **explicit**: softmax written out, used only when the attention weights are asked for
   (maps, guided-attention losses);
 - **edge list**: when the mask is a graph's edge list (``AttentionMask(edges=...)``), each
   query attends over its incoming edges in O(E) memory (:mod:`suite.edge_list`).
 
 All agree with each other, and a query row that may see no key returns zeros (never
-NaN, in forward or backward) - e.g. padded frames whose whole window is padding.
-
-On CPU, bf16/fp16 queries with short key spans (<= :data:`CPU_FP32_MAX_KEYS`) are attended in
-fp32: PyTorch's reduced-precision CPU flash kernel works in 512-key blocks, so on a few
-hundred keys it does mostly padding and its backward runs several times slower than the fp32
-kernel. The projections around it keep running in bf16, where the matmuls are fast.
+NaN, in forward or backward) - e.g. padded frames whose whole window is padding. Every path
+calls the kernel through :func:`suite.sdpa.sdpa` (fp32 for short bf16 spans on CPU).
 """
 
 from __future__ import annotations
@@ -37,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from suite.banded import banded_attention, block_geometry
 from suite.edge_list import EdgeList, edge_list_attention
+from suite.sdpa import guard_empty_rows, sdpa
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +59,10 @@ class AttentionMask:
         query_offset: absolute position of the first query.
         edges: a graph's :class:`~suite.edge_list.EdgeList` (with its own per-edge bias and
             key/value vectors); it describes the whole mask, so no other field is set.
+        global_tokens: the first g positions are global (Longformer's [CLS]): each attends to
+            every key and every query attends to them, on top of ``window``; key padding,
+            ``allowed`` and ``bias`` still apply. Without a window every pair is already
+            allowed, so it changes nothing. Not with causal, chunk, edges or a cache.
     """
 
     key_lengths: Tensor | None = None
@@ -71,6 +74,22 @@ class AttentionMask:
     bias: Tensor | None = None
     query_offset: int = 0
     edges: EdgeList | None = None
+    global_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        g = self.global_tokens
+        if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+            raise ValueError(f"AttentionMask.global_tokens must be an int >= 0, got {g!r}")
+        # A global query sees every key, later ones too: that breaks causal and chunked
+        # (streaming) masks, and a cached decoding step has no global rows of its own.
+        clashes = [name for name, on in (("causal", self.causal),
+                                         ("chunk", self.chunk is not None),
+                                         ("edges", self.edges is not None),
+                                         ("a key/value cache (query_offset)",
+                                          self.query_offset != 0)) if on]
+        if g and clashes:
+            raise ValueError(f"AttentionMask.global_tokens={g} combines with window, "
+                             f"key_lengths, allowed and bias only, not {', '.join(clashes)}")
 
     @property
     def is_banded(self) -> bool:
@@ -90,10 +109,19 @@ class AttentionMask:
                     or self.edges is not None)
 
     def positional(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """Allowed-ness from positions alone (causal, window, chunk).
+        """Allowed-ness from positions alone: the :meth:`local` rules, widened by the global
+        tokens (a pair is allowed if either end is global).
 
         ``q_pos`` ``(..., Tq, 1)`` and ``k_pos`` ``(..., 1, Tk)`` broadcast to the result.
         """
+        ok = self.local(q_pos, k_pos)
+        if self.global_tokens:
+            ok = ok | (q_pos < self.global_tokens) | (k_pos < self.global_tokens)
+        return ok
+
+    def local(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """Allowed-ness from the local rules alone (causal, window, chunk), shaped as
+        :meth:`positional`'s."""
         ok = torch.ones(torch.broadcast_shapes(q_pos.shape, k_pos.shape), dtype=torch.bool,
                         device=q_pos.device)
         if self.causal:
@@ -124,13 +152,6 @@ class AttentionMask:
         return mask
 
 
-def _guard_empty_rows(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Return ``(safe_mask, has_key)``: rows with no allowed key are opened up (so kernels see
-    no all -inf row and produce no NaN) and ``has_key`` zeros their output afterwards."""
-    has_key = mask.any(dim=-1, keepdim=True)
-    return mask | ~has_key, has_key
-
-
 def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                         bias: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """softmax(QK^T / sqrt(d_k) + bias) V written out; returns ``(output, weights)``.
@@ -145,7 +166,7 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = N
         if bias is not None:
             scores = scores + bias.float()  # (batch, heads, Tq, Tk)
         if mask is not None:
-            safe, has_key = _guard_empty_rows(mask)
+            safe, has_key = guard_empty_rows(mask)
             scores = scores.masked_fill(~safe, float("-inf"))
             weights = torch.softmax(scores, dim=-1) * has_key
         else:
@@ -153,110 +174,22 @@ def reference_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = N
     return weights.to(v.dtype) @ v, weights
 
 
-CPU_FP32_MAX_KEYS = 256
-
-
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None,
-          dropout_p: float = 0.0, is_causal: bool = False) -> Tensor:
-    """``F.scaled_dot_product_attention``, in fp32 for reduced precision on CPU with short key
-    spans (see the module docstring); the output keeps ``q``'s dtype."""
-    short_cpu = (q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16)
-                 and k.shape[-2] <= CPU_FP32_MAX_KEYS)
-    if attn_mask is not None and attn_mask.dtype != torch.bool:  # an additive bias
-        attn_mask = attn_mask.to(torch.float32 if short_cpu else q.dtype)
-    if not short_cpu:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                              dropout_p=dropout_p, is_causal=is_causal)
-    with torch.autocast("cpu", enabled=False):
-        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                             attn_mask=attn_mask, dropout_p=dropout_p,
-                                             is_causal=is_causal)
-    return out.to(q.dtype)
-
-
 def _fused(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float) -> Tensor:
     """SDPA; no mask or plain causal never builds a (Tq, Tk) matrix."""
     if mask.is_empty:
-        return _sdpa(q, k, v, dropout_p=dropout)
+        return sdpa(q, k, v, dropout_p=dropout)
     if mask.is_plain_causal and q.shape[-2] == k.shape[-2]:
-        return _sdpa(q, k, v, dropout_p=dropout, is_causal=True)
+        return sdpa(q, k, v, dropout_p=dropout, is_causal=True)
     dense = mask.dense(q.shape[0], q.shape[-2], k.shape[-2], q.device)
     has_key = None
     if dense is not None:
-        dense, has_key = _guard_empty_rows(dense)
+        dense, has_key = guard_empty_rows(dense)
     attn_mask = dense
-    if mask.bias is not None:  # _sdpa casts it to the dtype it attends in
+    if mask.bias is not None:  # sdpa casts it to the dtype it attends in
         attn_mask = (mask.bias if dense is None
                      else mask.bias.masked_fill(~dense, float("-inf")))
-    out = _sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+    out = sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
     return out if has_key is None else out * has_key
-
-
-def _block_geometry(mask: AttentionMask, seq_len: int) -> tuple[int, int, int]:
-    """``(block, reach_left, reach_right)``: queries go in blocks of ``block``; a block
-    starting at s needs keys ``[s - reach_left, s + block + reach_right)``."""
-    if mask.chunk is not None:
-        block = mask.chunk
-        reach_left = mask.chunk_history * mask.chunk
-        if mask.window is not None:
-            reach_left = min(reach_left, mask.window[0])
-        return block, reach_left, 0
-    left, right = mask.window  # type: ignore[misc]
-    right = 0 if mask.causal else right
-    block = max(16, min(seq_len, 2 * (left + right), 256))
-    return block, left, right
-
-
-def _banded(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float) -> Tensor:
-    """Blocked attention for windows/chunks: memory O(T * (block + reach)), never O(T^2).
-
-    Queries ``(B, H, T, d)`` are cut into ``n`` blocks of ``b``; keys/values are padded by the
-    reach on both sides and unfolded into overlapping spans of ``span = b + reach`` keys. Each
-    block runs SDPA against its own span, blocks folded into SDPA's batch and heads kept as
-    its heads, so one ``(b, span)`` mask per block serves every head. Window, causal and chunk
-    rules are translation-invariant by whole blocks, so one pattern serves every block; only
-    the sequence ends and key padding vary.
-    """
-    batch, heads, seq_len, head_dim = q.shape
-    block, reach_left, reach_right = _block_geometry(mask, seq_len)
-    n_blocks = math.ceil(seq_len / block)
-    span = block + reach_left + reach_right
-    q_pad = n_blocks * block - seq_len
-    if q_pad:
-        q = F.pad(q, (0, 0, 0, q_pad))
-    q_blocks = q.view(batch, heads, n_blocks, block, head_dim).transpose(1, 2).reshape(
-        batch * n_blocks, heads, block, head_dim)
-    # Keys padded so that block i's span starts at padded index i * block.
-    kv_pad = (0, 0, reach_left, q_pad + reach_right)
-
-    def spans(x: Tensor) -> Tensor:  # (B, H, T, d) -> (B * n, H, span, d)
-        x = F.pad(x, kv_pad).unfold(2, span, block)  # (B, H, n, d, span), a view
-        return x.permute(0, 2, 1, 4, 3).reshape(batch * n_blocks, heads, span, head_dim)
-
-    device = q.device
-    # The pattern of an interior block (far enough from 0 that every key index is >= 0).
-    first = math.ceil(reach_left / block) * block
-    q_pos = first + torch.arange(block, device=device)
-    k_pos = first - reach_left + torch.arange(span, device=device)
-    pattern = mask.positional(q_pos[:, None], k_pos[None, :])  # (b, span)
-    k_abs = (torch.arange(n_blocks, device=device)[:, None] * block - reach_left
-             + torch.arange(span, device=device))  # (n, span) absolute key positions
-    limit = torch.full((batch, 1, 1), seq_len, device=device)
-    if mask.key_lengths is not None:
-        limit = mask.key_lengths.clamp(max=seq_len).view(batch, 1, 1)
-    valid = (k_abs >= 0) & (k_abs < limit)  # (B, n, span)
-    allowed = pattern & valid[:, :, None, :]  # (B, n, b, span)
-    has_key = allowed.any(dim=-1, keepdim=True)
-    some_empty = not bool(has_key.all())
-    if some_empty:
-        allowed = allowed | ~has_key
-    out = _sdpa(
-        q_blocks, spans(k), spans(v), dropout_p=dropout,
-        attn_mask=allowed.reshape(batch * n_blocks, 1, block, span))  # (B * n, H, b, d)
-    if some_empty:
-        out = out * has_key.reshape(batch * n_blocks, 1, block, 1)
-    out = out.view(batch, n_blocks, heads, block, head_dim).transpose(1, 2)
-    return out.reshape(batch, heads, n_blocks * block, head_dim)[:, :, :seq_len]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None = None,
@@ -292,7 +225,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask | None = None,
             raise ValueError("the banded path needs a window or chunk and no allowed/bias")
         if q.shape[-2] != k.shape[-2] or mask.query_offset:
             raise ValueError("the banded path is for self-attention without a cache")
-        return _banded(q, k, v, mask, dropout), None
+        return banded_attention(q, k, v, mask, dropout), None
     if impl == "fused":
         return _fused(q, k, v, mask, dropout), None
     raise ValueError(f"unknown attention impl {impl!r}; expected auto|fused|banded|explicit")
@@ -304,8 +237,9 @@ def _choose(mask: AttentionMask, tq: int, tk: int, need_weights: bool) -> str:
     banded_ok = (mask.is_banded and mask.allowed is None and mask.bias is None
                  and tq == tk and mask.query_offset == 0)
     if banded_ok:
-        block, left, right = _block_geometry(mask, tq)
-        if tq > 2 * (block + left + right):  # only worth it when spans are much shorter
+        block, left, right = block_geometry(mask, tq)
+        # only worth it when each block's keys (span + global) are much fewer than tq
+        if tq > 2 * (block + left + right + mask.global_tokens):
             return "banded"
     return "fused"
 
