@@ -1,4 +1,5 @@
-"""Rotten Tomatoes sentences with human ratings: loading, labels, splits, tokenizer, DataModule.
+"""Sentiment data sets (Rotten Tomatoes sentences, IMDb reviews): loading, labels, splits,
+tokenizer, DataModule.
 
 The sentences are those of Pang & Lee's movie-review (MR) set, each rated by ~20 people on
 -4..+4 (Hutto & Gilbert, ICWSM 2014). Their mean rating gives both the usual binary polarity task
@@ -6,9 +7,14 @@ and a five-class one. The file ships inside the vaderSentiment 3.3.2 sdist (the 
 the only carrier reachable from machines without web access; GitHub is the fallback source for
 users who have it. Both are verified against one sha256 of the member's bytes.
 
-Splits are stratified by label and seeded, so a run is reproducible and class balance does not
-drift between train and test on a small set. The subword tokenizer is learned from the training
-split only (no peeking at test vocabulary) and travels in checkpoints as a JSON string.
+The second data set, ``imdb``, holds whole movie reviews with binary labels
+(:mod:`tasks.sentiment.imdb`); its training split is also the unlabelled pretraining corpus
+(:func:`tasks.sentiment.imdb.imdb_pretraining_texts`).
+
+Splits are stratified by label and seeded (:mod:`tasks.sentiment.splits`), so a run is
+reproducible and class balance does not drift between train and test on a small set. The
+subword tokenizer is learned from the training split only (no peeking at test vocabulary) and
+travels in checkpoints as a JSON string.
 Optionally each token also carries its word's valence from the VADER lexicon
 (:mod:`tasks.sentiment.lexicon`), a prior for words the training set barely covers.
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import lightning.pytorch as pl
 import torch
@@ -32,13 +38,21 @@ from suite.data import (
     URLMember,
     fetch,
     pad_sequences,
-    split_indices,
     text_lines,
 )
 from suite.errors import DataError, UsageError
+from tasks.sentiment import imdb
 from tasks.sentiment.lexicon import fetch_lexicon, lexicon_state, load_lexicon, word_valence
+from tasks.sentiment.splits import (
+    HOLDOUT_FRACTIONS,
+    SPLITS,
+    LabelledTexts,
+    stratified_folds,
+    stratified_split,
+)
 
 DATASET = "rotten-tomatoes"
+DATASETS = (DATASET, imdb.DATASET)
 INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
 UPSTREAM_URL = ("https://github.com/cjhutto/vaderSentiment/raw/master/additional_resources/"
@@ -61,15 +75,6 @@ CLASS_NAMES: dict[int, tuple[str, ...]] = {
     2: ("negative", "positive"),
     5: ("very negative", "negative", "neutral", "positive", "very positive"),
 }
-SPLITS = ("train", "validation", "test")
-HOLDOUT_FRACTIONS = (0.8, 0.1, 0.1)
-
-
-class LabelledTexts(NamedTuple):
-    """One split's raw sentences and integer labels (what the baseline and reports consume)."""
-
-    texts: list[str]
-    labels: list[int]
 
 
 # ----------------------------------------------------------------------------- the file
@@ -124,53 +129,28 @@ def label_scores(scores: Sequence[float], classes: int) -> list[int | None]:
 # ----------------------------------------------------------------------------- splits
 
 
-def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int
-                     ) -> list[torch.Tensor]:
-    """Seeded split of ``range(len(labels))`` with ``fractions`` of every class in each part.
-
-    Indices come back sorted (file order), so the split is a set and not an ordering.
-    """
-    labels = torch.as_tensor(labels)
-    parts: list[list[torch.Tensor]] = [[] for _ in fractions]
-    for c in labels.unique().tolist():
-        members = torch.nonzero(labels == c).flatten()
-        for part, chosen in zip(parts, split_indices(len(members), fractions, seed + c),
-                                strict=True):
-            part.append(members[chosen])
-    return [torch.cat(part).sort().values for part in parts]
+def check_dataset(dataset: str, classes: int = 2, fold: int | None = None) -> None:
+    """Refuse an unknown data set, or a task the data set cannot pose
+    (:func:`tasks.sentiment.imdb.check_task`)."""
+    if dataset not in DATASETS:
+        raise UsageError(f"unknown sentiment data set {dataset!r}; valid: {', '.join(DATASETS)}")
+    if dataset == imdb.DATASET:
+        imdb.check_task(classes, fold)
 
 
-def stratified_folds(labels: torch.Tensor, num_folds: int, seed: int) -> list[torch.Tensor]:
-    """Seeded partition into ``num_folds`` folds, each with the same class mix.
-
-    Each class is shuffled and dealt round-robin, continuing across classes, so fold sizes
-    differ by at most one.
-    """
-    if num_folds < 3:
-        raise ValueError(f"num_folds must be >= 3 (a test, a validation and a training fold), "
-                         f"got {num_folds}")
-    labels = torch.as_tensor(labels)
-    if len(labels) < num_folds:
-        raise ValueError(f"{len(labels)} examples cannot fill {num_folds} folds")
-    generator = torch.Generator().manual_seed(seed)
-    fold_of = torch.empty(len(labels), dtype=torch.long)
-    dealt = 0
-    for c in labels.unique():
-        members = torch.nonzero(labels == c).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        fold_of[members] = (torch.arange(len(members)) + dealt) % num_folds
-        dealt += len(members)
-    return [torch.nonzero(fold_of == f).flatten() for f in range(num_folds)]
-
-
-def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_folds: int = 10
-                ) -> dict[str, LabelledTexts]:
-    """Fetch the ratings and split them into train / validation / test for one task.
+def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_folds: int = 10,
+                dataset: str = DATASET) -> dict[str, LabelledTexts]:
+    """Fetch a data set and split it into train / validation / test for one task.
 
     ``fold=None`` is a stratified 80/10/10 hold-out split. With ``fold=k`` the data are cut into
     ``num_folds`` stratified folds (cross-validation, as the MR literature reports): fold ``k``
     is the test set, fold ``k+1`` (cyclically) the validation set, the rest the training set.
+    ``dataset="imdb"`` (binary, hold-out only) has one split whatever ``seed`` is
+    (:func:`tasks.sentiment.imdb.load_splits`).
     """
+    check_dataset(dataset, classes, fold)
+    if dataset == imdb.DATASET:
+        return imdb.load_splits()
     if fold is not None and not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), got {fold}")
     texts, scores = read_ratings(fetch(RATINGS))
@@ -272,24 +252,27 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 class SentimentDataModule(pl.LightningDataModule):
-    """Sentence-level sentiment batches: ``{"tokens", "lengths", "labels"}``, plus ``valence``
-    with ``lexicon=True``.
+    """Sentiment batches of one data set (``dataset``: Rotten Tomatoes sentences or IMDb
+    reviews): ``{"tokens", "lengths", "labels"}``, plus ``valence`` with ``lexicon=True``.
 
     ``tokens`` is ``(B, T)`` long, ``[CLS]`` first, padded with ``pad_id`` (0); a sequence is
     cut to ``max_length`` tokens including ``[CLS]``. ``valence`` is ``(B, T)`` float: each
     token's word valence from the VADER lexicon in [-1, 1], 0 at ``[CLS]``, on words the
-    lexicon lacks and on padding. ``vocab_size`` is the size of the embedding the model needs
-    (every id is below it), known before :meth:`setup`: the CLI links it, ``classes``,
-    ``max_length`` and ``lexicon`` into the model's arguments. The tokenizer is part of
-    :meth:`state_dict`, so Lightning stores it in every checkpoint and restores it with the
-    weights.
+    lexicon lacks and on padding. IMDb reviews run far past a sentence's length: the same cut
+    to ``max_length`` keeps each review's beginning. ``vocab_size`` is the size of the
+    embedding the model needs (every id is below it), known before :meth:`setup`: the CLI
+    links it, ``classes``, ``max_length`` and ``lexicon`` into the model's arguments. The
+    tokenizer is part of :meth:`state_dict`, so Lightning stores it in every checkpoint and
+    restores it with the weights.
     """
 
     def __init__(self, classes: Literal[2, 5] = 2, vocab_size: int = 8000,
                  max_length: int = 128, batch_size: int = 64, seed: int = 0,
                  fold: int | None = None, num_folds: int = 10, num_workers: int = 0,
-                 lexicon: bool = False) -> None:
+                 lexicon: bool = False,
+                 dataset: Literal["rotten-tomatoes", "imdb"] = DATASET) -> None:
         super().__init__()
+        check_dataset(dataset, classes, fold)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
         if max_length < 2:
@@ -301,11 +284,13 @@ class SentimentDataModule(pl.LightningDataModule):
         self.classes, self.vocab_size, self.max_length = classes, vocab_size, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.fold, self.num_folds, self.lexicon = fold, num_folds, lexicon
+        self.dataset = dataset
         self.valence_table: dict[str, float] | None = None  # read on first use
         self.pad_id, self.cls_id = PAD_ID, CLS_ID
         self.tokenizer: Tokenizer | None = None
         self.splits: dict[str, LabelledTexts] = {}
-        # Run summaries and W&B tags name the data set by ``hparams.dataset``.
+        # Run summaries and W&B tags name the data set by ``hparams.dataset``: the full tag
+        # (data set, task, fold) replaces the bare data-set name saved from the arguments.
         self.hparams["dataset"] = self.dataset_name
 
     @property
@@ -321,17 +306,18 @@ class SentimentDataModule(pl.LightningDataModule):
         """Tag for logs and reports: the data set, the task and the fold if any."""
         task = "binary" if self.classes == 2 else "5class"
         fold = "" if self.fold is None else f"-fold{self.fold}of{self.num_folds}"
-        return f"{DATASET}-{task}{fold}"
+        return f"{self.dataset}-{task}{fold}"
 
     def prepare_data(self) -> None:
-        fetch(RATINGS)
+        fetch(imdb.REVIEWS if self.dataset == imdb.DATASET else RATINGS)
         if self.lexicon:
             fetch_lexicon()
 
     def setup(self, stage: str | None = None) -> None:
         """Split the data; train the tokenizer unless one was loaded (:meth:`load_state_dict`)."""
         if not self.splits:
-            self.splits = load_splits(self.classes, self.seed, self.fold, self.num_folds)
+            self.splits = load_splits(self.classes, self.seed, self.fold, self.num_folds,
+                                      self.dataset)
         if self.tokenizer is None:
             self.tokenizer = train_tokenizer(self.splits["train"].texts, self.vocab_size)
 
@@ -417,14 +403,19 @@ class SentimentDataModule(pl.LightningDataModule):
 
 
 def prepare(dataset: str | None = None) -> None:
-    """Fetch the ratings file and the VADER lexicon into the data cache (verified, atomic; a
-    no-op when present and intact)."""
-    if dataset not in (None, DATASET):
-        raise UsageError(f"unknown sentiment data set {dataset!r}; valid: {DATASET}")
-    fetch(RATINGS)
-    fetch_lexicon()
+    """Fetch a data set's files (every data set's when None) into the data cache: the ratings
+    and the VADER lexicon for Rotten Tomatoes, the reviews for IMDb (verified, atomic; a no-op
+    when present and intact)."""
+    if dataset is not None:
+        check_dataset(dataset)
+    if dataset in (None, DATASET):
+        fetch(RATINGS)
+        fetch_lexicon()
+    if dataset in (None, imdb.DATASET):
+        fetch(imdb.REVIEWS)
 
 
 def available() -> dict[str, State]:
     """Each sentiment data set's state in the cache (missing, ready or corrupt)."""
-    return {DATASET: worst([RATINGS.state(), lexicon_state()])}
+    return {DATASET: worst([RATINGS.state(), lexicon_state()]),
+            imdb.DATASET: imdb.REVIEWS.state()}

@@ -284,10 +284,10 @@ class TTSDataModule(pl.LightningDataModule):
 
     ``join_share``: the share of training utterances that start a joined item of 2-3
     utterances (:func:`join_groups`); 0 keeps the corpus's single sentences, the default
-    recipe (``configs/tts/default.yaml``) joins a quarter. Every utterance of the corpus is one sentence; without
-    joined items the model only ever hears a sentence's final pause followed by the end, and
-    on a text of several sentences stops speaking (or babbles) after the first. Validation and
-    test items are never joined.
+    recipe (``configs/tts/default.yaml``) joins a quarter. Every utterance of the corpus is
+    one sentence; without joined items the model only ever hears a sentence's final pause
+    followed by the end, and on a text of several sentences stops speaking (or babbles)
+    after the first. Validation and test items are never joined.
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,

