@@ -12,7 +12,7 @@ the sequence (O(g * T)); both stay linear in T for a fixed window and g.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,22 @@ from torch import Tensor
 
 from suite.sdpa import guard_empty_rows, sdpa
 
-if TYPE_CHECKING:
-    from suite.attention import AttentionMask
+
+class BandedMask(Protocol):
+    """What the banded path reads of a :class:`suite.attention.AttentionMask` (named here
+    so that this module does not import the one that imports it)."""
+
+    key_lengths: Tensor | None
+    causal: bool
+    window: tuple[int, int] | None
+    chunk: int | None
+    chunk_history: int
+    global_tokens: int
+
+    def local(self, q_pos: Tensor, k_pos: Tensor) -> Tensor: ...
 
 
-def block_geometry(mask: AttentionMask, seq_len: int) -> tuple[int, int, int]:
+def block_geometry(mask: BandedMask, seq_len: int) -> tuple[int, int, int]:
     """``(block, reach_left, reach_right)``: queries go in blocks of ``block``; a block
     starting at s needs keys ``[s - reach_left, s + block + reach_right)``."""
     if mask.chunk is not None:
@@ -39,7 +50,7 @@ def block_geometry(mask: AttentionMask, seq_len: int) -> tuple[int, int, int]:
     return block, left, right
 
 
-def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask,
+def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: BandedMask,
                      dropout: float = 0.0) -> Tensor:
     """Self-attention ``(B, H, T, d)`` under a window/chunk mask (optionally with global
     tokens and key padding), never materialising a ``(T, T)`` tensor."""
@@ -53,7 +64,7 @@ def banded_attention(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask,
     return torch.cat([top, out[:, :, n_global:]], dim=2)
 
 
-def _blocks(q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout: float,
+def _blocks(q: Tensor, k: Tensor, v: Tensor, mask: BandedMask, dropout: float,
             n_global: int) -> Tensor:
     """Every query attends to its block's key span plus the first ``n_global`` keys.
 

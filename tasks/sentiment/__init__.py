@@ -12,4 +12,6 @@ HEAD = Head("sentiment", "sentence sentiment: a Transformer encoder over subword
             module="SentimentModule", datamodule="SentimentDataModule", monitor=("val/acc", "max"),
             # the classifier, embedding, positions and lexicon prior are sized for the data served
             links=(("data.classes", "model.classes"), ("data.vocab_size", "model.vocab_size"),
-                   ("data.max_length", "model.max_length"), ("data.lexicon", "model.lexicon")))
+                   ("data.max_length", "model.max_length"), ("data.lexicon", "model.lexicon"),
+                   # pretraining or classifying; a pretrained encoder with its tokenizer
+                   ("data.objective", "model.objective"), ("data.pretrained", "model.init_from")))

@@ -28,7 +28,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 import torch
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
 
 from suite.cache import State, worst
@@ -50,6 +50,13 @@ from tasks.sentiment.splits import (
     stratified_folds,
     stratified_split,
 )
+from tasks.sentiment.tokenizer import (
+    CLS_ID,
+    PAD_ID,
+    load_tokenizer,
+    pretrained_tokenizer,
+    train_tokenizer,
+)
 
 DATASET = "rotten-tomatoes"
 DATASETS = (DATASET, imdb.DATASET)
@@ -66,10 +73,6 @@ RATINGS = RemoteFile(
         URLMember(UPSTREAM_URL, member=MEMBER),
     ),
 )
-
-# Fixed ids: the model can size its embedding and mask padding before any tokenizer exists.
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
-PAD_ID, UNK_ID, CLS_ID, SEP_ID = range(len(SPECIAL_TOKENS))
 
 CLASS_NAMES: dict[int, tuple[str, ...]] = {
     2: ("negative", "positive"),
@@ -169,39 +172,6 @@ def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_fo
             for name, idx in zip(SPLITS, parts, strict=True)}
 
 
-# ----------------------------------------------------------------------------- tokenizer
-
-
-def train_tokenizer(texts: Sequence[str], vocab_size: int) -> Tokenizer:
-    """Learn a BPE vocabulary of at most ``vocab_size`` tokens (specials first) from ``texts``.
-
-    BERT normalisation (lower-casing, accent stripping, control-character removal) and
-    pre-tokenisation (whitespace and punctuation) come from the library. BPE rather than
-    WordPiece, because the tokenizers WordPiece trainer gives a different vocabulary from one
-    process to the next, and a run must be reproducible from its seed.
-    """
-    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS[UNK_ID]))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                  show_progress=False)
-    tokenizer.train_from_iterator(texts, trainer)
-    if tokenizer.get_vocab_size() > vocab_size:
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the training alphabet plus "
-                         f"special tokens ({tokenizer.get_vocab_size()})")
-    return tokenizer
-
-
-def load_tokenizer(serialized: str) -> Tokenizer:
-    """Rebuild a tokenizer from ``Tokenizer.to_str()`` output, checking the special-token ids."""
-    tokenizer = Tokenizer.from_str(serialized)
-    ids = [tokenizer.token_to_id(token) for token in SPECIAL_TOKENS]
-    if ids != list(range(len(SPECIAL_TOKENS))):
-        raise DataError(f"tokenizer special tokens {list(SPECIAL_TOKENS)} have ids {ids}, "
-                        f"expected {list(range(len(SPECIAL_TOKENS)))}")
-    return tokenizer
-
-
 Item = tuple[torch.Tensor, int] | tuple[torch.Tensor, int, torch.Tensor]
 
 
@@ -264,15 +234,26 @@ class SentimentDataModule(pl.LightningDataModule):
     links it, ``classes``, ``max_length`` and ``lexicon`` into the model's arguments. The
     tokenizer is part of :meth:`state_dict`, so Lightning stores it in every checkpoint and
     restores it with the weights.
+
+    ``objective="mlm"`` serves the masked-LM pretraining corpus instead: IMDb's training
+    reviews only (:func:`tasks.sentiment.imdb.pretraining_splits`), labels unused.
+    ``pretrained`` (a checkpoint path) takes that checkpoint's tokenizer and ``vocab_size``
+    instead of learning them, and is linked to the model's ``init_from``: one setting
+    fine-tunes a pretrained encoder on text read exactly as it was in pretraining.
     """
 
     def __init__(self, classes: Literal[2, 5] = 2, vocab_size: int = 8000,
                  max_length: int = 128, batch_size: int = 64, seed: int = 0,
                  fold: int | None = None, num_folds: int = 10, num_workers: int = 0,
                  lexicon: bool = False,
-                 dataset: Literal["rotten-tomatoes", "imdb"] = DATASET) -> None:
+                 dataset: Literal["rotten-tomatoes", "imdb"] = DATASET,
+                 objective: Literal["classify", "mlm"] = "classify",
+                 pretrained: str | None = None) -> None:
         super().__init__()
         check_dataset(dataset, classes, fold)
+        if objective == "mlm" and dataset != imdb.DATASET:
+            raise UsageError("data.objective=mlm pretrains on IMDb's training reviews only: "
+                             f"set data.dataset={imdb.DATASET}, not {dataset}")
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
         if max_length < 2:
@@ -284,10 +265,12 @@ class SentimentDataModule(pl.LightningDataModule):
         self.classes, self.vocab_size, self.max_length = classes, vocab_size, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.fold, self.num_folds, self.lexicon = fold, num_folds, lexicon
-        self.dataset = dataset
+        self.dataset, self.objective, self.pretrained = dataset, objective, pretrained
         self.valence_table: dict[str, float] | None = None  # read on first use
         self.pad_id, self.cls_id = PAD_ID, CLS_ID
         self.tokenizer: Tokenizer | None = None
+        if pretrained is not None:
+            self.tokenizer, self.vocab_size = pretrained_tokenizer(pretrained)
         self.splits: dict[str, LabelledTexts] = {}
         # Run summaries and W&B tags name the data set by ``hparams.dataset``: the full tag
         # (data set, task, fold) replaces the bare data-set name saved from the arguments.
@@ -304,6 +287,8 @@ class SentimentDataModule(pl.LightningDataModule):
     @property
     def dataset_name(self) -> str:
         """Tag for logs and reports: the data set, the task and the fold if any."""
+        if self.objective == "mlm":
+            return f"{self.dataset}-mlm"
         task = "binary" if self.classes == 2 else "5class"
         fold = "" if self.fold is None else f"-fold{self.fold}of{self.num_folds}"
         return f"{self.dataset}-{task}{fold}"
@@ -315,6 +300,8 @@ class SentimentDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Split the data; train the tokenizer unless one was loaded (:meth:`load_state_dict`)."""
+        if not self.splits and self.objective == "mlm":
+            self.splits = imdb.pretraining_splits()
         if not self.splits:
             self.splits = load_splits(self.classes, self.seed, self.fold, self.num_folds,
                                       self.dataset)

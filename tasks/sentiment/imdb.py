@@ -122,6 +122,24 @@ def load_splits() -> dict[str, LabelledTexts]:
             for name, idx in zip(SPLITS, parts, strict=True)}
 
 
+PRETRAINING_VALIDATION = 0.02
+"""Share of the pretraining corpus held out to score the masked-LM objective."""
+
+
+def pretraining_splits() -> dict[str, LabelledTexts]:
+    """The pretraining corpus (:func:`imdb_pretraining_texts`) as ``train`` / ``validation``
+    (:data:`PRETRAINING_VALIDATION` of it, seeded by :data:`SPLIT_SEED`; ``test`` is the same
+    part). Labels are kept only to fill the batch format: the masked-LM objective never reads
+    them. No review of IMDb's own validation or test split is in any part."""
+    texts = imdb_pretraining_texts()
+    order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    held = max(1, round(PRETRAINING_VALIDATION * len(texts)))
+    parts = {"train": order[held:].sort().values, "validation": order[:held].sort().values}
+    parts["test"] = parts["validation"]
+    return {name: LabelledTexts([texts[i] for i in idx.tolist()], [0] * len(idx))
+            for name, idx in parts.items()}
+
+
 def imdb_pretraining_texts() -> list[str]:
     """The unlabelled pretraining corpus: the texts of IMDb's training split only, never a
     validation or test review of the split every IMDb run is evaluated on."""

@@ -6,9 +6,11 @@ writes it (with the truncation length and class names) into every checkpoint, so
 ``suite predict sentiment --ckpt C "text"`` needs nothing but the checkpoint.
 
 Optionally a masked-language-model loss is added while training (``mlm_weight > 0``): a
-fraction of the word tokens is replaced by ``[UNK]`` and the encoder must recover them from
-context as well as classify the sentence - self-supervision on the same training text, so the
-model stays "from scratch" (no outside data or weights).
+fraction of the word tokens is masked as BERT masks them and the encoder must recover them
+from context as well as classify the sentence - self-supervision on the same training text, so
+the model stays "from scratch" (no outside data or weights). With ``objective="mlm"`` that loss
+is the only one: pretraining on unlabelled reviews, whose encoder a classifier then starts
+from (``init_from``, :mod:`tasks.sentiment.pretraining`).
 
 With ``--data.lexicon=true`` (linked to the model's ``lexicon``) each token's embedding also
 gets its word's human-rated valence from the VADER lexicon: outside data, but ratings by people,
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +33,15 @@ from suite.blocks import LayerConfig
 from suite.errors import DataError
 from suite.logging import log_figure, log_table
 from suite.module import ClassificationMetrics, Stage, TaskModule, tsv_field
-from tasks.sentiment.data import CLASS_NAMES, PAD_ID, UNK_ID, SentimentDataModule
+from tasks.sentiment.data import CLASS_NAMES, SentimentDataModule
 from tasks.sentiment.model import (
     Pool,
     Positions,
     SentimentTransformer,
     pool_sequence,
-    valid_positions,
 )
+from tasks.sentiment.pretraining import IGNORE, MASK_PROBABILITY, load_encoder, mask_tokens
+from tasks.sentiment.tokenizer import PAD_ID, UNK_ID
 
 Batch = dict[str, Tensor]
 ENCODER = LayerConfig(dim=128, depth=2, ffn_dim=256, attention_dropout=0.1)
@@ -104,17 +107,25 @@ class SentimentModule(TaskModule):
         positions: ``sinusoidal`` or ``learned``.
         label_smoothing: cross-entropy label smoothing.
         mlm_weight: weight of the auxiliary masked-LM loss (0 = off).
-        mlm_probability: fraction of word tokens masked for it.
+        mlm_probability: fraction of word tokens masked for it, and for pretraining.
         lexicon: add the VADER lexicon prior to the token embeddings.
+        objective: ``classify``, or ``mlm`` - masked-LM pretraining on unlabelled text
+            (:mod:`tasks.sentiment.pretraining`); linked from ``data.objective``.
+        init_from: a pretrained sentiment checkpoint whose encoder (every weight but the
+            classifier) starts the fit; linked from ``data.pretrained``, which also gives the
+            data module that checkpoint's tokenizer.
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
+
+    CURVES = ("val/acc", "val/mlm_loss", "val/mlm_acc")
 
     def __init__(self, model: str = "transformer", classes: int = 2, vocab_size: int = 8000,
                  max_length: int = 128, encoder: LayerConfig = ENCODER,
                  word_dropout: float = 0.1, pool: Pool = "cls",
                  positions: Positions = "sinusoidal", label_smoothing: float = 0.1,
-                 mlm_weight: float = 0.0, mlm_probability: float = 0.15, lexicon: bool = False,
-                 **kwargs: Any) -> None:
+                 mlm_weight: float = 0.0, mlm_probability: float = MASK_PROBABILITY,
+                 lexicon: bool = False, objective: Literal["classify", "mlm"] = "classify",
+                 init_from: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
@@ -134,6 +145,9 @@ class SentimentModule(TaskModule):
         data = getattr(self.trainer, "datamodule", None)
         if isinstance(data, SentimentDataModule) and data.tokenizer is not None:
             self.tokenizer_json = data.tokenizer.to_str()
+
+        if stage == "fit" and self.hparams.init_from:
+            load_encoder(self.model, self.hparams.init_from)  # a resumed fit restores after
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sentiment_tokenizer"] = self.tokenizer_json
@@ -155,31 +169,41 @@ class SentimentModule(TaskModule):
     def batch_size(self, batch: Batch) -> int:
         return len(batch["labels"])
 
-    def _mask_words(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Replace ``mlm_probability`` of the word tokens by [UNK]; returns the masked ids and
-        the bool ``(B, T)`` positions to predict."""
-        words = valid_positions(lengths, tokens.shape[1])
-        words[:, 0] = False
-        chosen = (torch.rand(tokens.shape, device=tokens.device)
-                  < self.hparams.mlm_probability) & words & (tokens != UNK_ID)
-        return tokens.masked_fill(chosen, UNK_ID), chosen
+    def _mask(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """BERT's masking of the batch (:func:`tasks.sentiment.pretraining.mask_tokens`)."""
+        return mask_tokens(tokens, lengths, self.hparams.vocab_size,
+                           self.hparams.mlm_probability)
+
+    def _mlm_loss(self, hidden: Tensor, targets: Tensor, stage: Stage, n: int) -> Tensor:
+        """Cross-entropy of the masked positions' predictions; logs ``<stage>/mlm_loss`` and
+        ``<stage>/mlm_acc`` (share of masked tokens restored)."""
+        chosen = targets != IGNORE  # (B, T)
+        logits = self.model.mlm_logits(hidden[chosen]).float()  # (N, vocab)
+        loss = F.cross_entropy(logits, targets[chosen]) if chosen.any() else hidden.sum() * 0
+        self.log(f"{stage}/mlm_loss", loss, batch_size=n, on_epoch=True,
+                 on_step=stage == "train", prog_bar=True)
+        if chosen.any():
+            accuracy = (logits.argmax(-1) == targets[chosen]).float().mean()
+            self.log(f"{stage}/mlm_acc", accuracy, batch_size=n, on_epoch=True, on_step=False)
+        return loss
 
     def step(self, batch: Batch, stage: Stage) -> Tensor:
         tokens, lengths, labels = batch["tokens"], batch["lengths"], batch["labels"]
         n = self.batch_size(batch)
+        if self.hparams.objective == "mlm":
+            inputs, targets = self._mask(tokens, lengths)
+            hidden, _ = self.model.encode(inputs, lengths, valence=self._valence(batch))
+            return self._mlm_loss(hidden, targets, stage, n)
         use_mlm = stage == "train" and self.hparams.mlm_weight > 0
         if use_mlm:
-            tokens, chosen = self._mask_words(tokens, lengths)
+            tokens, targets = self._mask(tokens, lengths)
         hidden, _ = self.model.encode(tokens, lengths, valence=self._valence(batch))  # (B, T, D)
         pooled = pool_sequence(hidden, lengths, self.model.pool)  # (B, D) or (B, 2D)
         logits = self.model.classifier(pooled)  # (B, classes)
         loss = F.cross_entropy(logits.float(), labels,
                                label_smoothing=self.hparams.label_smoothing)
-        if use_mlm and chosen.any():
-            mlm_logits = self.model.mlm_logits(hidden[chosen])  # (N, vocab)
-            mlm_loss = F.cross_entropy(mlm_logits.float(), batch["tokens"][chosen])
-            self.log("train/mlm_loss", mlm_loss, batch_size=n, on_epoch=True, on_step=False)
-            loss = loss + self.hparams.mlm_weight * mlm_loss
+        if use_mlm:
+            loss = loss + self.hparams.mlm_weight * self._mlm_loss(hidden, targets, stage, n)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=n, on_epoch=True,
                  on_step=stage == "train")
         self.metrics.log_batch(self, stage, logits, labels, n)
@@ -192,6 +216,8 @@ class SentimentModule(TaskModule):
         self._test_predictions = []
 
     def on_test_epoch_end(self) -> None:
+        if self.hparams.objective == "mlm":
+            return
         self.metrics.log_confusion(self, self.class_names)
         data = getattr(self.trainer, "datamodule", None)
         if not isinstance(data, SentimentDataModule) or not data.splits:

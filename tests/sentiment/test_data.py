@@ -12,6 +12,7 @@ import torch
 from suite.errors import DataError, UsageError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment import lexicon
+from tasks.sentiment.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 
 from .tiny import rows
 
@@ -78,15 +79,15 @@ def test_folds_partition_the_data(ratings: list) -> None:
 
 def test_tokenizer_is_reproducible_and_round_trips_through_json() -> None:
     texts = [t for _, _, t in rows()]
-    tokenizer = sentiment.train_tokenizer(texts, vocab_size=80)
-    assert tokenizer.to_str() == sentiment.train_tokenizer(texts, vocab_size=80).to_str()
-    assert [tokenizer.token_to_id(t) for t in sentiment.SPECIAL_TOKENS] == [0, 1, 2, 3]
-    restored = sentiment.load_tokenizer(tokenizer.to_str())
+    tokenizer = train_tokenizer(texts, vocab_size=80)
+    assert tokenizer.to_str() == train_tokenizer(texts, vocab_size=80).to_str()
+    assert [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    restored = load_tokenizer(tokenizer.to_str())
     probe = ["A WONDERFUL film!", "an unseen word: zebra"]
     assert ([e.ids for e in restored.encode_batch(probe)]
             == [e.ids for e in tokenizer.encode_batch(probe)])
     with pytest.raises(ValueError, match="vocab_size=10 is smaller"):
-        sentiment.train_tokenizer(texts, vocab_size=10)
+        train_tokenizer(texts, vocab_size=10)
 
 
 def test_datamodule_batches_and_checkpoint_state(ratings: list) -> None:

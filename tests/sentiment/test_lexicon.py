@@ -10,6 +10,7 @@ import torch
 from suite.errors import DataError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment.lexicon import read_lexicon, word_valence
+from tasks.sentiment.tokenizer import train_tokenizer
 
 from .tiny import TINY_LEXICON, lexicon_bytes, rows
 
@@ -29,7 +30,7 @@ def test_read_lexicon_scales_merges_and_rejects_malformed_lines(tmp_path: Path) 
 
 
 def test_every_piece_of_a_word_gets_its_valence() -> None:
-    tokenizer = sentiment.train_tokenizer([t for _, _, t in rows()], vocab_size=80)
+    tokenizer = train_tokenizer([t for _, _, t in rows()], vocab_size=80)
     table = {"terrific": 0.8, "dull": -0.4}
     texts = ["A TERRIFIC film", "dull , zebra"]
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
