@@ -122,11 +122,28 @@ def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
     return kept
 
 
-def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: bool,
-                jobs: int = 1) -> dict[str, dict[str, Any]]:
-    """:func:`execute` every run, ``jobs`` at a time, each on its share of the CPU's threads;
-    rows by run name. A failed run does not stop the others; the first failure is raised once
-    they are done, so finished runs are kept for the next invocation."""
+def waves(runs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The runs in the order they can train: each wave waits only for earlier waves' runs
+    (a run's ``after``; a run it waits for that is not among ``runs`` is taken as done)."""
+    names = {run["name"] for run in runs}
+    level: dict[str, int] = {}
+    pending = list(runs)
+    while pending:
+        ready = [run for run in pending
+                 if all(dep in level or dep not in names for dep in run.get("after", []))]
+        if not ready:
+            raise UsageError("runs wait for each other in a circle: "
+                             + ", ".join(run["name"] for run in pending))
+        for run in ready:
+            level[run["name"]] = 1 + max((level[d] for d in run.get("after", []) if d in level),
+                                         default=-1)
+        pending = [run for run in pending if run["name"] not in level]
+    return [[run for run in runs if level[run["name"]] == wave]
+            for wave in range(1 + max(level.values(), default=-1))]
+
+
+def _execute_wave(runs: list[dict[str, Any]], experiment: str, root: Path, force: bool,
+                  jobs: int) -> dict[str, dict[str, Any]]:
     if jobs <= 1:
         return {run["name"]: execute(run, experiment, root, force) for run in runs}
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -137,6 +154,18 @@ def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: 
     if failure is not None:
         raise failure
     return {name: future.result() for name, future in futures.items()}
+
+
+def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: bool,
+                jobs: int = 1) -> dict[str, dict[str, Any]]:
+    """:func:`execute` every run, wave by wave (:func:`waves`), ``jobs`` at a time, each on
+    its share of the CPU's threads; rows by run name, in plan order. Within a wave a failed
+    run does not stop the others; the first failure is raised once they are done (before any
+    later wave, which may need its output), so finished runs are kept for the next invocation."""
+    rows: dict[str, dict[str, Any]] = {}
+    for wave in waves(runs):
+        rows |= _execute_wave(wave, experiment, root, force, jobs)
+    return {run["name"]: rows[run["name"]] for run in runs}
 
 
 def run_experiment(name: str, quick: bool = False, force: bool = False,

@@ -14,7 +14,11 @@ training runs (runs x seeds) and its stages into the plan :mod:`suite.experiment
 
 A **run** is ``suite train`` of one head with a config file and overrides; an override value
 may name its run's seed as ``"{seed}"`` (e.g. ``data.seed: "{seed}"``, so each seed also draws
-its own data split). A **stage** is a function ``(**params) -> list[row]`` that adds rows
+its own data split) and the folder of the experiment's runs as ``"{runs}"``. A run may start
+from another's output: ``after: [pretrain]`` (run names, without the seed) trains those first
+and makes their fingerprints part of its own, e.g. with
+``overrides: {data.pretrained: "{runs}/pretrain-s0/checkpoints/last.ckpt"}``.
+A **stage** is a function ``(**params) -> list[row]`` that adds rows
 which are not training runs (peers, baselines, speed and memory measurements) in the
 results-file format; ``quick`` parameters replace ``params`` under ``--quick``. An experiment
 may consist of stages only (a benchmark).
@@ -55,7 +59,8 @@ def runs_folder(name: str, quick: bool) -> str:
 
 def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     """Expand runs x seeds (the quick subset with its extra overrides when ``quick``); a run
-    of an unknown head is a usage error before anything trains."""
+    of an unknown head, or one ``after`` a run the plan lacks, is a usage error before anything
+    trains. A run's ``after`` lists the planned run names it waits for."""
     quick_spec = spec.get("quick", {}) if quick else {}
     seeds = quick_spec.get("seeds", spec.get("seeds", [0]))
     runs = spec.get("runs", [])
@@ -63,13 +68,37 @@ def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
         runs = [r for r in runs if r["name"] in quick_spec["runs"]]
     planned = []
     for run in runs:
+        head = get_head(run.get("head", spec.get("head"))).name
+        folder = f"runs/{head}/{runs_folder(spec['name'], quick)}"
         for seed in run.get("seeds", seeds):
-            overrides = {key: value.replace("{seed}", str(seed)) if isinstance(value, str)
-                         else value for key, value in
+            overrides = {key: value.replace("{seed}", str(seed)).replace("{runs}", folder)
+                         if isinstance(value, str) else value for key, value in
                          {**run.get("overrides", {}), **quick_spec.get("overrides", {})}.items()}
             planned.append({"name": f"{run['name']}-s{seed}", "group": run["name"],
-                            "head": get_head(run.get("head", spec.get("head"))).name,
-                            "seed": seed, "config": run.get("config"), "overrides": overrides})
+                            "head": head, "seed": seed, "config": run.get("config"),
+                            "overrides": overrides, "after_groups": run.get("after", [])})
+    for run in planned:
+        groups = run.pop("after_groups")
+        missing = sorted(set(groups) - {r["group"] for r in planned})
+        if missing:
+            raise UsageError(f"experiment {spec['name']}: run {run['group']} comes after "
+                             f"{', '.join(missing)}, which this plan does not train")
+        run["after"] = [r["name"] for r in planned if r["group"] in groups]
+    by_name = {run["name"]: run for run in planned}
+
+    def resolve(run: dict[str, Any], path: tuple[str, ...] = ()) -> None:
+        """Set ``run["upstream"]``: the fingerprints of the runs it waits for, theirs first."""
+        if "upstream" in run:
+            return
+        if run["name"] in path:
+            raise UsageError(f"experiment {spec['name']}: runs wait for each other in a "
+                             f"circle ({' -> '.join((*path, run['name']))})")
+        for name in run["after"]:
+            resolve(by_name[name], (*path, run["name"]))
+        run["upstream"] = [fingerprint(by_name[name]) for name in run["after"]]
+
+    for run in planned:
+        resolve(run)
     return planned
 
 
@@ -82,13 +111,16 @@ def plan_stages(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 
 def fingerprint(run: dict[str, Any]) -> str:
     """What a run's result depends on besides code: its head's default config, its own config
-    file (parsed, so comments and layout do not count), overrides and seed. A finished run
-    whose fingerprint differs is stale."""
+    file (parsed, so comments and layout do not count), overrides, seed and the fingerprints
+    of the runs it comes after (``upstream``, set by :func:`plan_runs`). A finished run whose
+    fingerprint differs is stale."""
     files = [paths.ROOT / "configs" / run["head"] / "default.yaml"]
     files += [paths.ROOT / run["config"]] if run["config"] else []
     configs = [yaml.safe_load(path.read_text()) if path.is_file() else None for path in files]
-    key = json.dumps([configs, sorted(run["overrides"].items()), run["seed"]], default=str,
-                     sort_keys=True)
+    parts: list[Any] = [configs, sorted(run["overrides"].items()), run["seed"]]
+    if run.get("upstream"):
+        parts.append(run["upstream"])
+    key = json.dumps(parts, default=str, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 

@@ -24,6 +24,7 @@ from suite.report import (
     training_rows,
     write_report,
 )
+from suite.spec import fingerprint
 
 SPEC = {
     "name": "demo", "head": "seq2seq", "seeds": [0, 1],
@@ -51,6 +52,60 @@ def test_overrides_can_name_the_run_seed():
                                                                  "model.encoder.depth": 1}}]}
     assert [r["overrides"] for r in plan_runs(spec, quick=False)] == [
         {"data.seed": "3", "model.encoder.depth": 1}, {"data.seed": "4", "model.encoder.depth": 1}]
+
+
+AFTER_SPEC = {
+    "name": "demo", "head": "seq2seq", "seeds": [0, 1],
+    "runs": [{"name": "fine", "config": None, "after": ["pre"],
+              "overrides": {"data.seed": "{seed}", "model.init": "{runs}/pre-s0/last.ckpt"}},
+             {"name": "pre", "config": None, "overrides": {}, "seeds": [0]},
+             {"name": "alone", "config": None, "overrides": {}, "seeds": [0]}],
+    "quick": {"seeds": [0], "overrides": {}},
+}
+
+
+def test_a_run_after_another_names_its_folder_and_carries_its_fingerprint():
+    plan = plan_runs(AFTER_SPEC, quick=False)
+    runs = {run["name"]: run for run in plan}
+    assert runs["fine-s1"]["after"] == ["pre-s0"] and runs["pre-s0"]["after"] == []
+    assert runs["fine-s1"]["overrides"]["model.init"] == "runs/seq2seq/demo/pre-s0/last.ckpt"
+    assert plan_runs(AFTER_SPEC, quick=True)[0]["overrides"]["model.init"] == (
+        "runs/seq2seq/demo-quick/pre-s0/last.ckpt")
+    assert runs["fine-s1"]["upstream"] == [fingerprint(runs["pre-s0"])]
+    changed = {**AFTER_SPEC, "runs": [*AFTER_SPEC["runs"][:1],
+                                      {**AFTER_SPEC["runs"][1], "overrides": {"x": 1}},
+                                      AFTER_SPEC["runs"][2]]}
+    again = {run["name"]: run for run in plan_runs(changed, quick=False)}
+    assert fingerprint(again["fine-s1"]) != fingerprint(runs["fine-s1"])  # upstream changed
+    assert fingerprint(again["alone-s0"]) == fingerprint(runs["alone-s0"])
+
+
+@pytest.mark.parametrize("after, message", [(["nope"], "does not train"),
+                                            (["fine"], "circle")])
+def test_after_a_run_not_planned_or_in_a_circle_is_a_usage_error(after, message):
+    spec = {"name": "demo", "head": "seq2seq",
+            "runs": [{"name": "fine", "config": None, "after": after, "overrides": {}}]}
+    with pytest.raises(UsageError, match=message):
+        plan_runs(spec, quick=False)
+
+
+def test_waves_train_a_run_only_after_the_runs_it_waits_for(tmp_path, monkeypatch):
+    order = []
+
+    def fake_execute(run, name, root, force, threads=None):
+        order.append(run["name"])
+        return {"name": run["name"]}
+
+    monkeypatch.setattr(experiment, "execute", fake_execute)
+    plan = plan_runs(AFTER_SPEC, quick=False)
+    assert [[r["name"] for r in wave] for wave in experiment.waves(plan)] == [
+        ["pre-s0", "alone-s0"], ["fine-s0", "fine-s1"]]
+    rows = experiment.execute_all(plan, "demo", tmp_path, force=False, jobs=2)
+    assert list(rows) == [run["name"] for run in plan]  # plan order
+    assert set(order[:2]) == {"pre-s0", "alone-s0"} and set(order[2:]) == {"fine-s0", "fine-s1"}
+    fine_only = [run for run in plan if run["group"] == "fine"]  # --only fine: pre is done
+    assert [[r["name"] for r in w] for w in experiment.waves(fine_only)] == [["fine-s0",
+                                                                              "fine-s1"]]
 
 
 def test_mean_sd_formatting():
