@@ -39,7 +39,8 @@ def _split_seed(run: dict[str, Any]) -> int:
 
 
 def _ours(results: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in results["runs"] if r.get("model") != BASELINE]
+    """Our training runs: every row no stage added (baselines of any kind are stage rows)."""
+    return [r for r in results["runs"] if "stage" not in r]
 
 
 def _task_section(task: str, ours: list[dict[str, Any]], base: dict[int, dict[str, Any]]
