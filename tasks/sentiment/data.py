@@ -240,6 +240,8 @@ class SentimentDataModule(pl.LightningDataModule):
     ``pretrained`` (a checkpoint path) takes that checkpoint's tokenizer and ``vocab_size``
     instead of learning them, and is linked to the model's ``init_from``: one setting
     fine-tunes a pretrained encoder on text read exactly as it was in pretraining.
+    ``head_tokens`` keeps a long text's first ``head_tokens`` tokens and its end instead of
+    its beginning alone (:meth:`_cut`).
     """
 
     def __init__(self, classes: Literal[2, 5] = 2, vocab_size: int = 8000,
@@ -248,8 +250,11 @@ class SentimentDataModule(pl.LightningDataModule):
                  lexicon: bool = False,
                  dataset: Literal["rotten-tomatoes", "imdb"] = DATASET,
                  objective: Literal["classify", "mlm"] = "classify",
-                 pretrained: str | None = None) -> None:
+                 pretrained: str | None = None, head_tokens: int | None = None) -> None:
         super().__init__()
+        if head_tokens is not None and not 0 <= head_tokens < max_length - 1:
+            raise UsageError(f"data.head_tokens must be in [0, max_length - 1) = [0, "
+                             f"{max_length - 1}), got {head_tokens}")
         check_dataset(dataset, classes, fold)
         if objective == "mlm" and dataset != imdb.DATASET:
             raise UsageError("data.objective=mlm pretrains on IMDb's training reviews only: "
@@ -266,6 +271,7 @@ class SentimentDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.fold, self.num_folds, self.lexicon = fold, num_folds, lexicon
         self.dataset, self.objective, self.pretrained = dataset, objective, pretrained
+        self.head_tokens = head_tokens
         self.valence_table: dict[str, float] | None = None  # read on first use
         self.pad_id, self.cls_id = PAD_ID, CLS_ID
         self.tokenizer: Tokenizer | None = None
@@ -327,14 +333,25 @@ class SentimentDataModule(pl.LightningDataModule):
             raise DataError("no tokenizer yet: call setup() or load a checkpoint first")
         room = self.max_length - 1
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        ids = [[CLS_ID, *e.ids[:room]] for e in encodings]
+        ids = [[CLS_ID, *self._cut(e.ids)] for e in encodings]
         truncated = [len(e.ids) > room for e in encodings]
         if not self.lexicon:
             return ids, truncated, None
         if self.valence_table is None:
             self.valence_table = load_lexicon()
         valence = word_valence(encodings, texts, self.valence_table)
-        return ids, truncated, [[0.0, *v[:room]] for v in valence]
+        return ids, truncated, [[0.0, *self._cut(v)] for v in valence]
+
+    def _cut(self, pieces: list) -> list:
+        """A text's tokens (or their valences) cut to ``max_length - 1``: its beginning, or with
+        ``head_tokens`` its first ``head_tokens`` and its end (head + tail, Sun et al. 2019:
+        a review's verdict is often in its last sentences)."""
+        room = self.max_length - 1
+        if len(pieces) <= room:
+            return list(pieces)
+        if self.head_tokens is None:
+            return list(pieces[:room])
+        return [*pieces[:self.head_tokens], *pieces[len(pieces) - (room - self.head_tokens):]]
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor | list[bool]]:
         """Encode a user's sentences for prediction: the batch format minus ``labels``.

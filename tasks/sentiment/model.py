@@ -74,14 +74,21 @@ class SentimentTransformer(nn.Module):
         word_dropout: probability of zeroing a token's embedding while training.
         pad_id: id of ``[PAD]`` (its embedding row is kept at zero).
         lexicon: add the lexicon prior; ``forward``/``encode`` then need ``valence``.
+        window: None for full attention; else each token attends to ``window`` tokens on
+            either side, and [CLS] to and from every token (Longformer's local + global
+            pattern): memory and time grow linearly with the text's length.
 
     The keyword arguments have no defaults here: the head's module declares them.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, *, pool: Pool,
                  positions: Positions, max_length: int, word_dropout: float, pad_id: int,
-                 lexicon: bool) -> None:
+                 lexicon: bool, window: int | None = None) -> None:
         super().__init__()
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 token (or None for full attention), "
+                             f"got {window}")
+        self.window = window
         if pool not in ("cls", "mean", "meanmax"):
             raise ValueError(f"unknown pool {pool!r}; expected cls, mean or meanmax")
         if positions not in ("sinusoidal", "learned"):
@@ -142,7 +149,9 @@ class SentimentTransformer(nn.Module):
 
         ``valence`` ``(B, T)``: the lexicon prior, given exactly when the model has one.
         """
-        mask = AttentionMask(key_lengths=lengths)
+        mask = (AttentionMask(key_lengths=lengths) if self.window is None else
+                AttentionMask(key_lengths=lengths, window=(self.window, self.window),
+                              global_tokens=1))  # [CLS] is global
         return self.encoder(self.embed(tokens, valence), mask, need_weights)
 
     def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False,

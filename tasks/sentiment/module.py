@@ -111,6 +111,9 @@ class SentimentModule(TaskModule):
         lexicon: add the VADER lexicon prior to the token embeddings.
         objective: ``classify``, or ``mlm`` - masked-LM pretraining on unlabelled text
             (:mod:`tasks.sentiment.pretraining`); linked from ``data.objective``.
+        attention_window: None for full self-attention; else local attention over this many
+            tokens on either side plus a global [CLS] (long reviews; see
+            :class:`~tasks.sentiment.model.SentimentTransformer`).
         init_from: a pretrained sentiment checkpoint whose encoder (every weight but the
             classifier) starts the fit; linked from ``data.pretrained``, which also gives the
             data module that checkpoint's tokenizer.
@@ -125,14 +128,15 @@ class SentimentModule(TaskModule):
                  positions: Positions = "sinusoidal", label_smoothing: float = 0.1,
                  mlm_weight: float = 0.0, mlm_probability: float = MASK_PROBABILITY,
                  lexicon: bool = False, objective: Literal["classify", "mlm"] = "classify",
-                 init_from: str | None = None, **kwargs: Any) -> None:
+                 init_from: str | None = None, attention_window: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
         self.model = SentimentTransformer(vocab_size, classes, encoder, pool=pool,
                                           positions=positions, max_length=max_length,
                                           word_dropout=word_dropout, pad_id=PAD_ID,
-                                          lexicon=lexicon)
+                                          lexicon=lexicon, window=attention_window)
         self.class_names = list(CLASS_NAMES[classes])
         self.tokenizer_json: str | None = None
         self.metrics = ClassificationMetrics(classes)

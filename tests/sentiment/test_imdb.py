@@ -87,6 +87,20 @@ def test_datamodule_serves_imdb_cut_to_max_length(reviews: list) -> None:
     assert out["truncated"] == [True, False] and out["tokens"].shape == (2, 16)
 
 
+def test_head_tokens_keep_a_long_reviews_beginning_and_end(reviews: list) -> None:
+    dm = sentiment.SentimentDataModule(dataset="imdb", vocab_size=120, max_length=16,
+                                       head_tokens=5)
+    dm.setup("fit")
+    text = fake_imdb.review(4, True)  # a long one
+    pieces = dm.tokenizer.encode(text, add_special_tokens=False).ids
+    tokens = dm.encode([text])["tokens"][0].tolist()
+    assert tokens == [dm.cls_id, *pieces[:5], *pieces[-10:]]
+    short = dm.encode(["superb"])["tokens"][0].tolist()
+    assert short[1:] == dm.tokenizer.encode("superb", add_special_tokens=False).ids
+    with pytest.raises(UsageError, match="head_tokens"):
+        sentiment.SentimentDataModule(max_length=16, head_tokens=15)
+
+
 def test_prepare_and_list_know_imdb(reviews: list, capsys: pytest.CaptureFixture) -> None:
     from suite.cli import main
 

@@ -73,6 +73,28 @@ def test_logits_do_not_depend_on_padding(pool: str, lexicon: bool) -> None:
     assert torch.allclose(batched, again, atol=1e-6)
 
 
+def test_local_attention_reads_a_window_and_cls_reads_everything() -> None:
+    torch.manual_seed(0)
+    model = SentimentTransformer(50, 2, CONFIG, pool="cls", positions="sinusoidal",
+                                 max_length=64, word_dropout=0.0, pad_id=0, lexicon=False,
+                                 window=2).eval()
+    tokens = torch.randint(4, 50, (2, 40))
+    tokens[:, 0] = 2
+    lengths = torch.tensor([40, 25])
+    _, maps = model(tokens, lengths, need_weights=True)
+    weights = maps[0][0, 0]  # (T, T) of item 0, head 0
+    assert weights[0, :40].min() > 0  # [CLS] attends to every token
+    assert weights[10, 0] > 0 and weights[10, 13] == 0  # a word: [CLS] and +-2 tokens
+    assert weights[10, 8:13].min() > 0
+    assert maps[0][1, 0, 0, 25:].abs().max() == 0  # never to padding
+    logits, _ = model(tokens, lengths)  # the banded path gives the explicit one's result
+    explicit, _ = model(tokens, lengths, need_weights=True)
+    assert torch.allclose(logits, explicit, atol=1e-5)
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        SentimentTransformer(50, 2, CONFIG, pool="cls", positions="sinusoidal", max_length=8,
+                             word_dropout=0.0, pad_id=0, lexicon=False, window=0)
+
+
 def test_pooling_ignores_cls_and_padding() -> None:
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float).view(2, 4, 1)  # values 0..7
     lengths = torch.tensor([4, 2])
