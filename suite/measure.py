@@ -9,10 +9,15 @@ from other processes on a shared CPU falls on all of them alike.
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from suite.paths import ROOT
 
 Key = TypeVar("Key")
 
@@ -34,6 +39,23 @@ def reset_peak_rss() -> float:
 def peak_rss_since(before: float) -> float:
     """Peak RSS (MB) since :func:`reset_peak_rss` returned ``before``, above that level."""
     return proc_status_mb("VmHWM") - before
+
+
+def in_subprocess(module: str, args: Sequence[str], timeout: float | None = None
+                  ) -> dict[str, Any]:
+    """Run ``python -m module args`` from the project root and return the JSON object its last
+    output line prints - one measurement in a fresh process, so its peak memory is its own.
+    A failure or a timeout is a row's ``{"error": ...}``, not an exception: one length that
+    runs out of memory must not end the sweep."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"over {timeout:g} s"}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [""])[-1]
+        return {"error": f"exit {proc.returncode}: {last[:200]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def interleaved_rates(steps: dict[Key, Callable[[], None]], rounds: int, steps_per_round: int,

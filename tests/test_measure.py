@@ -1,10 +1,12 @@
 """Stage measurements: interleaved speed rounds and the peak memory of a piece of code."""
 
+import subprocess
 import sys
 from functools import partial
 
 import pytest
 
+from suite import measure
 from suite.measure import interleaved_rates, peak_rss_since, reset_peak_rss
 
 
@@ -23,3 +25,21 @@ def test_peak_rss_counts_what_the_code_allocated():
     block = bytearray(64 * 2**20)  # 64 MB, touched
     block[:: 4096] = b"x" * len(block[:: 4096])
     assert peak_rss_since(before) >= 60
+
+
+def test_in_subprocess_returns_the_last_json_line_or_an_error_row(monkeypatch):
+    calls = []
+
+    def fake_run(command, **kwargs):
+        calls.append((command, kwargs["cwd"], kwargs["timeout"]))
+        if "slow" in command:
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        if "oom" in command:
+            return subprocess.CompletedProcess(command, 137, "", "Traceback\nMemoryError")
+        return subprocess.CompletedProcess(command, 0, 'progress\n{"seconds": 1.5}\n', "")
+
+    monkeypatch.setattr(measure.subprocess, "run", fake_run)
+    assert measure.in_subprocess("pkg.mod", ["ok"]) == {"seconds": 1.5}
+    assert calls[0] == ([sys.executable, "-m", "pkg.mod", "ok"], measure.ROOT, None)
+    assert measure.in_subprocess("pkg.mod", ["oom"]) == {"error": "exit 137: MemoryError"}
+    assert measure.in_subprocess("pkg.mod", ["slow"], timeout=5) == {"error": "over 5 s"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -20,8 +19,7 @@ from typing import Any
 
 import torch
 
-from suite.measure import interleaved_rates, peak_rss_since, reset_peak_rss
-from suite.paths import ROOT
+from suite.measure import in_subprocess, interleaved_rates, peak_rss_since, reset_peak_rss
 
 WINDOW = (32, 32)
 HEADS, HEAD_DIM = 4, 64
@@ -94,14 +92,6 @@ def measure_layers(dtype: str, rounds: int, steps: int, batch: int = 32, seq_len
     return interleaved_rates(steps_by_name, rounds, steps, batch, warmup_rounds=1)
 
 
-def _subprocess(args: list[str]) -> dict[str, Any]:
-    proc = subprocess.run([sys.executable, "-m", MODULE, *args], cwd=ROOT, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def attention_rows(lengths: Sequence[int], repeats: int) -> list[dict[str, Any]]:
     """Stage ``attention``: one row per (variant, T); ``repeats`` timed passes each (one at
     ``LONG_T`` and beyond, except for the banded path)."""
@@ -111,7 +101,7 @@ def attention_rows(lengths: Sequence[int], repeats: int) -> list[dict[str, Any]]
             if impl == "explicit" and seq_len > EXPLICIT_MAX_T:
                 continue
             passes = repeats if seq_len < LONG_T or impl == "banded" else 1
-            result = _subprocess(["attention", str(seq_len), impl, str(int(windowed)),
+            result = in_subprocess(MODULE, ["attention", str(seq_len), impl, str(int(windowed)),
                                   str(passes)])
             print(f"  T={seq_len:6d} {name:28s} {result}", flush=True)
             rows.append({"name": f"{name} T={seq_len}", "group": name, "model": name,
@@ -125,7 +115,7 @@ def layer_rows(rounds: int, steps: int) -> list[dict[str, Any]]:
     interleaved rounds of ``steps`` train steps."""
     rows = []
     for dtype in ("fp32", "bf16"):
-        result = _subprocess(["layers", dtype, str(rounds), str(steps)])
+        result = in_subprocess(MODULE, ["layers", dtype, str(rounds), str(steps)])
         print(f"  encoder layer {dtype}: {result}", flush=True)
         rows.append({"name": f"encoder-layer-{dtype}", "group": "encoder layer",
                      "model": "EncoderLayer vs nn.TransformerEncoderLayer",

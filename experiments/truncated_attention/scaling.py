@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -22,8 +21,7 @@ from typing import Any
 
 import torch
 
-from suite.measure import peak_rss_since, reset_peak_rss
-from suite.paths import ROOT
+from suite.measure import in_subprocess, peak_rss_since, reset_peak_rss
 from suite.spec import build_module
 
 VARIANTS: dict[str, tuple[tuple[int, int] | None, str]] = {
@@ -61,16 +59,7 @@ def measure_encoder(seconds: float, window: tuple[int, int] | None, kernel: str 
 def _row(seconds: int, name: str, window: tuple[int, int] | None, kernel: str
          ) -> dict[str, Any]:
     args = [str(seconds), "none" if window is None else f"{window[0]},{window[1]}", kernel]
-    try:
-        proc = subprocess.run([sys.executable, "-m", MODULE, *args], cwd=ROOT,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
-        if proc.returncode == 0:
-            metrics = json.loads(proc.stdout.strip().splitlines()[-1])
-        else:
-            last = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
-            metrics = {"error": f"exit {proc.returncode}: {last[:160]}"}
-    except subprocess.TimeoutExpired:
-        metrics = {"error": f"over {TIMEOUT_S} s"}
+    metrics = in_subprocess(MODULE, args, timeout=TIMEOUT_S)
     print(f"  scaling {name:16s} {seconds:4d} s: {metrics}", flush=True)
     return {"name": f"scaling {name} {seconds}s", "group": f"scaling {name}", "head": "asr",
             "model": name, "audio_seconds": seconds, "precision": "32-true",

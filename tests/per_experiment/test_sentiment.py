@@ -1,6 +1,6 @@
 """sentiment: the TF-IDF baseline, and the report pairing it with our runs by split seed."""
 
-from experiments.sentiment import baselines
+from experiments.sentiment import baselines, long_documents
 from experiments.sentiment.report import analysis, figures
 
 
@@ -37,3 +37,19 @@ def test_analysis_pairs_runs_with_the_baseline_of_their_split() -> None:
     assert "Per split seed" not in without and "### Targets" not in without
     assert [f.name for f in figures(results).figures] == [
         "binary-s0_test_cls_attention.png", "binary-s0_test_confusion_matrix.png"]
+
+
+def test_long_document_rows_measure_each_variant_and_length(monkeypatch) -> None:
+    calls = []
+
+    def fake(module: str, args: list, timeout: float) -> dict:
+        calls.append(args)
+        return {"seconds": 0.1, "peak_memory_mb": 10.0}
+
+    monkeypatch.setattr(long_documents, "in_subprocess", fake)
+    rows = long_documents.rows([128, 256], window=16, repeats=2)
+    assert calls == [["128", "0", "2"], ["128", "16", "2"], ["256", "0", "2"], ["256", "16", "2"]]
+    assert [(r["group"], r["seq_len"]) for r in rows][:2] == [
+        ("full attention", 128), ("local +-16 + global [CLS]", 128)]
+    measured = long_documents.measure(64, 8, repeats=1)  # the real thing, in this process
+    assert measured["seconds"] > 0 and measured["peak_memory_mb"] >= 0
