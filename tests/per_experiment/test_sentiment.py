@@ -1,7 +1,7 @@
 """sentiment: the TF-IDF baseline, and the report pairing it with our runs by split seed."""
 
 from experiments.sentiment import baselines, long_documents
-from experiments.sentiment.report import analysis, figures
+from experiments.sentiment.report import analysis, charts, figures
 
 
 def test_baseline_learns_a_separable_toy_set() -> None:
@@ -14,29 +14,63 @@ def test_baseline_learns_a_separable_toy_set() -> None:
     assert baselines.tfidf_logreg(train, labels, ["great"], [1])["C"] == 1.0
 
 
-def _row(name: str, model: str, seed: int, acc: float, grid: list | None = None) -> dict:
+def _row(name: str, model: str, seed: int, acc: float, grid: list | None = None,
+         dataset: str = "rotten-tomatoes-binary", **extra: object) -> dict:
     overrides = {"data.seed": seed, **({"C_grid": grid} if grid else {})}
     stage = {"stage": model} if model.endswith("logreg") else {}  # baselines are stage rows
-    return {"name": name, "model": model, "dataset": "rotten-tomatoes-binary", "seed": seed,
-            "overrides": overrides, "params": 10, "train_seconds": 1.0,
-            "metrics": {"test/acc": acc, "test/macro_f1": acc}, **stage}
+    return {"name": name, "model": model, "dataset": dataset, "seed": seed,
+            "group": name.rsplit("-s", 1)[0], "overrides": overrides, "params": 10,
+            "train_seconds": 1.0, "metrics": {"test/acc": acc, "test/macro_f1": acc},
+            **stage, **extra}
 
 
-def test_analysis_pairs_runs_with_the_baseline_of_their_split() -> None:
+def test_analysis_pairs_runs_with_the_baselines_of_their_split() -> None:
     results = {"command": "suite experiment sentiment", "runs": [
         _row("binary-s0", "transformer-cls", 0, 0.80),
         _row("binary-s1", "transformer-cls", 1, 0.70),
         _row("tfidf-logreg-binary-s0", "tfidf-logreg", 0, 0.75, [16.0]),
-        _row("tfidf-logreg-binary-s1", "tfidf-logreg", 1, 0.75, [16.0])]}
+        _row("tfidf-logreg-binary-s1", "tfidf-logreg", 1, 0.75, [16.0]),
+        _row("nb-logreg-binary-s0", "nb-logreg", 0, 0.79)]}
     text = analysis(results)
     assert "seed 0: ours 80.00 vs baseline 75.00 (+5.00); seed 1: ours 70.00" in text
-    assert "C fixed to 16)" in text and "**missed** - ours 75.00%, baseline 75.00%" in text
-    nb = _row("nb-logreg-binary-s0", "nb-logreg", 0, 0.79)
-    assert "| nb-logreg |" not in analysis({**results, "runs": [*results["runs"], nb]})
-    without = analysis({**results, "runs": results["runs"][:2]})  # the stage left out
-    assert "Per split seed" not in without and "### Targets" not in without
+    assert "| nb-logreg (baseline) | 79.00 |" in text and "| nb-logreg |" not in text
+    assert "RT binary with pretraining >= 80.0% and above TF-IDF and NB-LR: **not measured" in text
+    without = analysis({**results, "runs": results["runs"][:2]})  # the stages left out
+    assert "Per seed" not in without
     assert [f.name for f in figures(results).figures] == [
         "binary-s0_test_cls_attention.png", "binary-s0_test_confusion_matrix.png"]
+
+
+def test_targets_and_long_reviews_from_pretrained_imdb_and_cost_rows() -> None:
+    imdb = {"dataset": "imdb-binary"}
+    cost = [{"name": f"{m} T={t}", "stage": "long-documents", "model": m, "seq_len": t,
+             "metrics": {"seconds": t / 1000, "peak_memory_mb": t / (1 if "local" in m else 8)}}
+            for m in ("full attention", "local +-64 + global [CLS]") for t in (256, 512)]
+    results = {"command": "suite experiment sentiment", "runs": [
+        _row("pretrain-s0", "transformer-mlm", 0, None, dataset="imdb-mlm",
+             train_seconds=3000.0, curves={"val/mlm_loss": [[100, 7.0], [200, 6.0]],
+                                           "val/mlm_acc": [[100, 0.1], [200, 0.2]]}),
+        _row("binary-pretrained-s0", "transformer-pretrained", 0, 0.81),
+        _row("tfidf-logreg-binary-s0", "tfidf-logreg", 0, 0.77),
+        _row("nb-logreg-binary-s0", "nb-logreg", 0, 0.78),
+        _row("imdb-pretrained-s0", "transformer-imdb-pretrained", 0, 0.88, **imdb),
+        _row("imdb-pretrained-s1", "transformer-imdb-pretrained", 1, 0.86, **imdb),
+        _row("tfidf-logreg-imdb-s0", "tfidf-logreg", 0, 0.89, **imdb),
+        _row("nb-logreg-imdb-s0", "nb-logreg", 0, 0.90, **imdb),
+        _row("imdb-first512-s0", "first-512", 0, 0.87, peak_memory_mb=900.0, **imdb),
+        _row("imdb-local2048-s0", "local64-global-2048", 0, 0.868, peak_memory_mb=800.0,
+             **imdb),
+        *cost]}
+    text = analysis(results)
+    assert ("RT binary with pretraining >= 80.0% and above TF-IDF and NB-LR: **met** - ours "
+            "81.00%, tfidf-logreg 77.00%, nb-logreg 78.00%.") in text
+    assert "IMDb with pretraining >= 90% and above TF-IDF and NB-LR: **missed** - ours 87.00%" in text
+    # IMDb's one split: seed 1's run is paired with the seed-0 baseline too
+    assert "seed 1: ours 86.00 vs baseline 89.00 (-3.00)" in text
+    assert "Pretraining <= 60 min: **met** - 50.0 min." in text
+    assert "at equal or lower memory: **met**" in text
+    assert "| local +-64 + global [CLS] | 512 | 0.512 | 512 |" in text
+    assert set(charts(results)) == {"pretraining.png", "long_documents.png"}
 
 
 def test_long_document_rows_measure_each_variant_and_length(monkeypatch) -> None:
