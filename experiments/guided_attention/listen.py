@@ -1,9 +1,9 @@
 """Stages of ``guided_attention`` that re-use the trained runs' best checkpoints.
 
 - ``free-running``: the free-running test of each run with the current synthesis code, with the
-  monotonic inference window on and off, so the report can say what the window, rather than
-  the training, does for attention errors (and a change to synthesis or to an error's
-  definition re-measures every run without training it again).
+  monotonic inference window on and off, and phrase by phrase, so the report can say what the
+  window and the phrasing, rather than the training, do for attention errors (and a change to
+  synthesis or to an error's definition re-measures every run without training it again).
 - ``intelligibility``: pocketsphinx (its own en-us acoustic model and LM, the same for every
   condition) transcribes the held-out short sentences three ways: flite's own audio, Griffin-Lim
   of the true mel (what the vocoder alone loses), and Griffin-Lim of our free-running mel.
@@ -58,22 +58,29 @@ def _row(name: str, stage: str, model: str, metrics: dict[str, float], **extra: 
             "metrics": metrics, **extra}
 
 
+SYNTHESES = {"windowed": {"windowed": True}, "windowless": {"windowed": False},
+             "by-phrase": {"windowed": True, "by_phrase": True}}
+"""The free-running conditions: the monotonic window on, off, and on with the text cut into
+phrases at its pauses (:func:`tasks.tts.synthesis.generate_by_phrase`)."""
+
+
 def free_running(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, Any]]:
-    """Each run's free-running test with the monotonic window on (its media replace the run's
-    own test media) and off: rows ``free-running-<run>`` and ``...-windowless``."""
+    """Each run's free-running test under each of :data:`SYNTHESES` (the windowed one's media
+    replace the run's own test media): rows ``free-running-<run>[-<condition>]``."""
     rows = []
     for run in runs:
         module, datamodule = load_run(run, folder)
-        for windowed in (True, False):
-            module.synthesis = replace(module.synthesis, windowed=windowed)
-            media_root = run_dir(run, folder) / ("" if windowed else "windowless")
+        for condition, settings in SYNTHESES.items():
+            module.synthesis = replace(module.synthesis, by_phrase=False, **settings)
+            plain = condition == "windowed"
+            media_root = run_dir(run, folder) / ("" if plain else condition)
             trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu",
                                  enable_progress_bar=False, default_root_dir=media_root)
             metrics = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-            name = f"free-running-{run}" + ("" if windowed else "-windowless")
+            name = f"free-running-{run}" + ("" if plain else f"-{condition}")
             rows.append(_row(name, "free-running", f"{module.hparams.model}",
                              {k: float(v) for k, v in metrics.items()}, run=run,
-                             windowed=windowed))
+                             synthesis=condition))
     return rows
 
 

@@ -44,15 +44,14 @@ class TestLog:
     audio_seconds: float = 0.0
 
     def add(self, name: str, batch: dict[str, Any], generated: Generated, seconds: float,
-            denormalise: Callable[[Tensor], Tensor], reduction: int) -> None:
+            denormalise: Callable[[Tensor], Tensor]) -> None:
         """Score each item of a synthesised batch against its reference and flite's
         duration."""
         self.seconds += seconds
         self.audio_seconds += float(generated.lengths.sum()) / FRAMES_PER_SECOND
         for i in range(len(generated.lengths)):
             frames, tokens = int(generated.lengths[i]), int(batch["token_lengths"][i])
-            steps = -(-frames // reduction)
-            weights = generated.alignment[i, :steps, :tokens].cpu()
+            weights = generated.alignment[i, :int(generated.steps[i]), :tokens].cpu()
             ids = batch["tokens"][i, :tokens].cpu()
             silent = torch.tensor([int(t) in self.silent for t in ids], dtype=torch.bool)
             errors = align.attention_errors(weights, tokens, bool(generated.capped[i]), silent)

@@ -40,12 +40,14 @@ class Generated:
         lengths: ``(B,)`` frames of each item.
         alignment: ``(B, steps, tokens)`` cross-attention of the monitored heads (their mean).
         capped: ``(B,)`` True where generation hit the length cap instead of stopping.
+        steps: ``(B,)`` valid rows of each item's ``alignment`` (the decoder steps it took).
     """
 
     mel: Tensor
     lengths: Tensor
     alignment: Tensor
     capped: Tensor
+    steps: Tensor
 
 
 class ScaledPositions(nn.Module):

@@ -25,11 +25,17 @@ from suite.errors import UsageError
 from suite.module import Stage, TaskModule
 from tasks.asr.features import N_MELS, SAMPLE_RATE
 from tasks.tts import alignment as align
-from tasks.tts.corpus import encode, silent_ids
+from tasks.tts.corpus import EOS, encode, silent_ids
 from tasks.tts.data import TEST_SETS
 from tasks.tts.media import TestLog, write_prediction
 from tasks.tts.model import Generated, TransformerTTS
-from tasks.tts.synthesis import Synthesis, expected_frames, generate, utterance_generators
+from tasks.tts.synthesis import (
+    Synthesis,
+    expected_frames,
+    generate,
+    generate_by_phrase,
+    utterance_generators,
+)
 from tasks.tts.vocoder import GriffinLimVocoder
 
 ENCODER = LayerConfig(dim=256, depth=3, ffn_dim=1024)
@@ -326,8 +332,13 @@ class TTSModule(TaskModule):
     # ------------------------------------------------------------------ free-running test
     def synthesize(self, tokens: Tensor, token_lengths: Tensor, seeds: list[int]
                    ) -> Generated:
-        """Free-running synthesis of a batch; ``seeds`` (one per item) fix the prenet's
-        inference dropout, so an utterance always comes out the same."""
+        """Free-running synthesis of a batch, whole or phrase by phrase (phones only:
+        ``synthesis.by_phrase``); ``seeds`` (one per item) fix the prenet's inference dropout,
+        so an utterance always comes out the same."""
+        if self.synthesis.by_phrase and self.hparams.units == "phones":
+            return generate_by_phrase(self.model, tokens, token_lengths,
+                                      float(self.frames_per_token), self.synthesis_heads,
+                                      self.synthesis, seeds, silent_ids("phones"), EOS)
         return generate(self.model, tokens, token_lengths,
                         expected_frames(token_lengths, float(self.frames_per_token)),
                         self.synthesis_heads, self.synthesis, utterance_generators(seeds))
@@ -347,8 +358,7 @@ class TTSModule(TaskModule):
         generated = self.synthesize(batch["tokens"], batch["token_lengths"],
                                     batch["index"].tolist())
         seconds = time.perf_counter() - start
-        self._test.add(TEST_SETS[dataloader_idx], batch, generated, seconds,
-                       self.denormalise, self.model.reduction)
+        self._test.add(TEST_SETS[dataloader_idx], batch, generated, seconds, self.denormalise)
 
     def on_test_epoch_end(self) -> None:
         for key, value in self._test.summary().items():

@@ -41,6 +41,9 @@ class Synthesis:
         max_length_ratio: cap on an item's frames, as a multiple of its expected length.
         stop_threshold: stop probability at which generation ends.
         griffin_lim_iters: Griffin-Lim iterations of the vocoder.
+        by_phrase: synthesise a text one phrase at a time, cut at its inner pauses, and join
+            the audio (:func:`generate_by_phrase`), as long-form TTS systems do; attention
+            then never has to carry across a sentence's end.
     """
 
     windowed: bool = True
@@ -49,6 +52,7 @@ class Synthesis:
     max_length_ratio: float = 2.0
     stop_threshold: float = 0.5
     griffin_lim_iters: int = 32
+    by_phrase: bool = False
 
 
 def window_masks(peak: Tensor, token_lengths: Tensor, heads: dict[int, list[int]],
@@ -135,7 +139,8 @@ def generate(model: TransformerTTS, tokens: Tensor, token_lengths: Tensor,
     mel = model.refine(torch.cat(frames, dim=1))
     valid = torch.arange(mel.shape[1], device=mel.device)[None] < lengths[:, None]
     return Generated(mel=mel * valid[..., None], lengths=lengths,
-                     alignment=torch.stack(alignment, dim=1).float(), capped=capped)
+                     alignment=torch.stack(alignment, dim=1).float(), capped=capped,
+                     steps=torch.div(lengths + r - 1, r, rounding_mode="floor"))
 
 
 def utterance_generators(seeds: Sequence[int]) -> list[torch.Generator]:
@@ -146,3 +151,67 @@ def utterance_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 def expected_frames(token_lengths: Tensor, frames_per_token: float) -> Tensor:
     """An item's expected length in frames from its token count (training-set rate)."""
     return (token_lengths.float() * frames_per_token).ceil().clamp(min=1)
+
+
+def phrase_spans(tokens: Tensor, length: int, pauses: frozenset[int]) -> list[tuple[int, int]]:
+    """``[start, end]`` (inclusive) token spans of one item's ``tokens`` ``(N,)``, EOS (its last
+    valid token) left out, cut at every inner pause: each span ends on a pause and the next
+    starts on it, so every phrase begins and ends with a pause, as a training sentence does."""
+    last = length - 2  # the token before EOS
+    cuts = [i for i in range(1, last) if int(tokens[i]) in pauses]
+    starts, ends = [0, *cuts], [*cuts, last]
+    return list(zip(starts, ends, strict=True))
+
+
+def _stitch(chunks: Generated, spans: list[tuple[int, int]], first: int, tokens: int
+            ) -> tuple[Tensor, int, Tensor, bool]:
+    """One item's mel ``(frames, n_mels)``, length, alignment ``(steps, tokens)`` and capped
+    flag from its phrases ``first .. first + len(spans) - 1`` of ``chunks``. A phrase's token j
+    is the item's token ``start + j``; its EOS column is folded into its closing pause unless
+    it is the item's last phrase (whose EOS is the item's)."""
+    mels, maps = [], []
+    for k, (start, end) in enumerate(spans):
+        i, n = first + k, end - start + 2
+        frames, steps = int(chunks.lengths[i]), int(chunks.steps[i])
+        mels.append(chunks.mel[i, :frames])
+        phrase = chunks.alignment[i, :steps, :n].clone()  # (steps, phrase tokens)
+        if k < len(spans) - 1:
+            phrase[:, n - 2] += phrase[:, n - 1]
+            phrase = phrase[:, :n - 1]
+        placed = phrase.new_zeros(steps, tokens)
+        placed[:, start:start + phrase.shape[1]] = phrase
+        maps.append(placed)
+    capped = bool(chunks.capped[first:first + len(spans)].any())
+    mel = torch.cat(mels)
+    return mel, len(mel), torch.cat(maps), capped
+
+
+@torch.no_grad()
+def generate_by_phrase(model: TransformerTTS, tokens: Tensor, token_lengths: Tensor,
+                       frames_per_token: float, heads: dict[int, list[int]],
+                       synthesis: Synthesis, seeds: Sequence[int], pauses: frozenset[int],
+                       eos: int) -> Generated:
+    """:func:`generate` each item's phrases (:func:`phrase_spans`) as one batch and join each
+    item's phrases back into one utterance; the alignment is placed over the item's tokens.
+    Phrase k of an item is seeded ``seed * 1000 + k``, so an utterance always comes out the
+    same."""
+    spans = [phrase_spans(tokens[b], int(token_lengths[b]), pauses) for b in range(len(tokens))]
+    phrases = [torch.cat([tokens[b, start:end + 1], tokens.new_tensor([eos])])
+               for b, item in enumerate(spans) for start, end in item]
+    lengths = torch.tensor([len(p) for p in phrases], device=tokens.device)
+    batch = torch.nn.utils.rnn.pad_sequence(phrases, batch_first=True)  # (phrases, n)
+    chunk_seeds = [seed * 1000 + k for seed, item in zip(seeds, spans, strict=True)
+                   for k in range(len(item))]
+    chunks = generate(model, batch, lengths, expected_frames(lengths, frames_per_token), heads,
+                      synthesis, utterance_generators(chunk_seeds))
+    items, first = [], 0
+    for item in spans:
+        items.append(_stitch(chunks, item, first, tokens.shape[1]))
+        first += len(item)
+    mel = torch.nn.utils.rnn.pad_sequence([m for m, _, _, _ in items], batch_first=True)
+    alignment = torch.nn.utils.rnn.pad_sequence([a for _, _, a, _ in items], batch_first=True)
+    device = tokens.device
+    return Generated(mel=mel, lengths=torch.tensor([n for _, n, _, _ in items], device=device),
+                     alignment=alignment,
+                     capped=torch.tensor([c for *_, c in items], device=device),
+                     steps=torch.tensor([len(a) for _, _, a, _ in items], device=device))

@@ -4,7 +4,16 @@ import torch
 
 from suite.blocks import LayerConfig
 from tasks.tts.model import TransformerTTS
-from tasks.tts.synthesis import Synthesis, generate, next_peak, window_masks
+from tasks.tts.synthesis import (
+    Synthesis,
+    expected_frames,
+    generate,
+    generate_by_phrase,
+    next_peak,
+    phrase_spans,
+    utterance_generators,
+    window_masks,
+)
 
 SMALL = LayerConfig(dim=32, depth=2, num_heads=2, ffn_dim=64, dropout=0.0)
 
@@ -118,3 +127,39 @@ def test_a_windowed_stop_waits_for_the_last_tokens() -> None:
     windowed = generate(model, tokens, lengths, expected, {1: [0]}, Synthesis())
     # the peak moves at most 3 tokens a step: 11 of them take at least 4 steps (16 frames)
     assert int(windowed.lengths[0]) >= 13
+
+
+def test_phrase_spans_cut_at_inner_pauses_and_share_them() -> None:
+    pause, eos = 2, 1
+    tokens = torch.tensor([pause, 5, 6, pause, 7, 8, 9, pause, eos, 0])
+    assert phrase_spans(tokens, 9, frozenset({pause})) == [(0, 3), (3, 7)]
+    assert phrase_spans(tokens[:3], 2, frozenset({pause})) == [(0, 0)]  # [pau, EOS]
+
+
+def test_phrase_by_phrase_synthesis_joins_what_each_phrase_gives_alone() -> None:
+    model = _model()
+    pause, eos = 2, 1
+    tokens = torch.tensor([[pause, 5, 6, pause, 7, 8, pause, eos],
+                           [pause, 9, 10, pause, eos, 0, 0, 0]])
+    lengths = torch.tensor([8, 5])
+    # the stop never fires, so each phrase runs to its cap; no window, whose argmax over an
+    # untrained model's near-uniform attention would flip on rounding between batch sizes
+    synthesis = Synthesis(stop_threshold=1.1, windowed=False)
+    out = generate_by_phrase(model, tokens, lengths, 3.0, {1: [0]}, synthesis, [4, 5],
+                             frozenset({pause}), eos)
+    alone = [generate(model, torch.tensor([phrase]), torch.tensor([len(phrase)]),
+                      expected_frames(torch.tensor([len(phrase)]), 3.0), {1: [0]}, synthesis,
+                      utterance_generators([seed]))
+             for phrase, seed in (([pause, 5, 6, pause, eos], 4000),
+                                  ([pause, 7, 8, pause, eos], 4001))]
+    frames = [int(a.lengths[0]) for a in alone]
+    assert int(out.lengths[0]) == sum(frames)
+    joined = torch.cat([a.mel[0, :n] for a, n in zip(alone, frames, strict=True)])
+    torch.testing.assert_close(out.mel[0, :sum(frames)], joined, atol=1e-5, rtol=1e-4)
+    steps = [int(a.steps[0]) for a in alone]
+    assert int(out.steps[0]) == sum(steps)
+    first, second = out.alignment[0, :steps[0]], out.alignment[0, steps[0]:sum(steps)]
+    assert first[:, 4:].abs().max() == 0  # phrase 1 reads tokens 0..3 (its EOS folded in)
+    torch.testing.assert_close(first.sum(-1), torch.ones(steps[0]))
+    assert second[:, :3].abs().max() == 0  # phrase 2 reads tokens 3..7, EOS the item's own
+    assert int(out.lengths[1]) > 0 and int(out.steps[1]) == -(-int(out.lengths[1]) // 4)
