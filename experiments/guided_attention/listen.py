@@ -32,6 +32,7 @@ from tasks.asr.features import SAMPLE_RATE
 from tasks.tts.alignment import bootstrap_ci
 from tasks.tts.data import TTSDataModule
 from tasks.tts.module import TTSModule
+from tasks.tts.synthesis import Synthesis
 
 EXPERIMENT = "guided_attention"
 
@@ -64,14 +65,20 @@ SYNTHESES = {"windowed": {"windowed": True}, "windowless": {"windowed": False},
 phrases at its pauses (:func:`tasks.tts.synthesis.generate_by_phrase`)."""
 
 
+def synthesis_for(base: Synthesis, condition: str) -> Synthesis:
+    """``base`` (a run's synthesis settings) under one of :data:`SYNTHESES`."""
+    return replace(base, **{"by_phrase": False, **SYNTHESES[condition]})
+
+
 def free_running(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, Any]]:
     """Each run's free-running test under each of :data:`SYNTHESES` (the windowed one's media
     replace the run's own test media): rows ``free-running-<run>[-<condition>]``."""
     rows = []
     for run in runs:
         module, datamodule = load_run(run, folder)
-        for condition, settings in SYNTHESES.items():
-            module.synthesis = replace(module.synthesis, by_phrase=False, **settings)
+        settings = module.synthesis
+        for condition in SYNTHESES:
+            module.synthesis = synthesis_for(settings, condition)
             plain = condition == "windowed"
             media_root = run_dir(run, folder) / ("" if plain else condition)
             trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu",

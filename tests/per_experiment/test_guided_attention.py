@@ -1,6 +1,8 @@
 """guided_attention: the report's reading of curves, stage rows and targets."""
 
+from experiments.guided_attention.listen import SYNTHESES, synthesis_for
 from experiments.guided_attention.report import analysis, free_running, steps_to, targets
+from tasks.tts.synthesis import Synthesis
 
 
 def _run(group: str, seed: int, steps_to_align: float, curve: list[float]) -> dict:
@@ -55,3 +57,11 @@ def test_analysis_renders_every_section_present() -> None:
     assert "## The monotonic inference window" in text and "## Intelligibility" not in text
     assert "| guided | 1.0 / 8.0 / 4.0 | 2.0 / 16.0 / 8.0 | 20.0 / 20.0 |" in text
     assert "| guided | 1 | 300 | 200 |" in text  # 90% at 300 steps, 80% held from 200
+
+
+def test_each_free_running_condition_keeps_the_runs_other_settings() -> None:
+    base = Synthesis(max_stall=7, by_phrase=True)
+    conditions = {name: synthesis_for(base, name) for name in SYNTHESES}
+    assert [(c.windowed, c.by_phrase) for c in conditions.values()] == [
+        (True, False), (False, False), (True, True)]
+    assert all(c.max_stall == 7 for c in conditions.values())
