@@ -156,12 +156,17 @@ class Figures:
 def copy_figures(section: Figures, results: dict[str, Any], out_dir: Path, runs_root: Path
                  ) -> list[str]:
     """Markdown for ``section``; each figure is copied from its run's media next to the
-    README. A figure whose run is gone keeps the copy already there (a re-rendered committed
-    report); one found in neither place is left out."""
+    README. A figure whose run folder is gone keeps the copy already there (a re-rendered
+    committed report); one found in neither place is left out, and so is the figure of a run
+    the results do not hold (its old copy is deleted: it would show a run the report is not
+    about)."""
     heads = {row["name"]: row.get("head") for row in results["runs"]}
     experiment = runs_folder(results["experiment"], is_quick(results))
     lines = []
     for figure in section.figures:
+        if figure.run not in heads:
+            (out_dir / figure.name).unlink(missing_ok=True)
+            continue
         source = runs_root / str(heads.get(figure.run)) / experiment / figure.run / "media"
         if (source / figure.media).is_file():
             shutil.copyfile(source / figure.media, out_dir / figure.name)

@@ -202,15 +202,17 @@ def test_figures_are_copied_from_runs_or_kept_or_left_out(tmp_path):
     (media / "map.png").write_bytes(b"new")
     out.mkdir()
     (out / "kept.png").write_bytes(b"committed")
+    (out / "stale.png").write_bytes(b"a run the results no longer hold")
     section = Figures("Maps", [Figure("a-s0", "map.png", "a_map.png", "a map"),
                                Figure("b-s5", "map.png", "kept.png", "b map", "b: the map"),
-                               Figure("b-s5", "other.png", "gone.png", "nowhere")], "How to read.")
+                               Figure("b-s5", "other.png", "gone.png", "nowhere"),
+                               Figure("c-s1", "map.png", "stale.png", "old")], "How to read.")
     rows = [{"name": "a-s0", "head": "seq2seq"}, {"name": "b-s5", "head": "seq2seq"}]
     lines = copy_figures(section, _results(rows, "suite experiment demo --quick"), out, runs_root)
     assert lines == ["### Maps", "", "How to read.", "", "![a map](a_map.png)",
                      "**b: the map**\n\n![b map](kept.png)\n", ""]
     assert (out / "a_map.png").read_bytes() == b"new"
-    assert not (out / "gone.png").exists()
+    assert not (out / "gone.png").exists() and not (out / "stale.png").exists()
     assert copy_figures(Figures("None", []), _results(rows), out, runs_root) == []
 
 
