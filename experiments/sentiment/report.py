@@ -159,10 +159,11 @@ def long_documents(results: dict[str, Any]) -> list[str]:
     cost = [r for r in results["runs"] if r.get("stage") == "long-documents"]
     if not runs and not cost:
         return []
-    lines = ["## Long reviews", "",
-             "| run | test accuracy % | peak memory MB | train s |", "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {_percent([_acc(r)])} | {r.get('peak_memory_mb') or '-'} "
-              f"| {r.get('train_seconds') or '-'} |" for r in runs.values()]
+    lines = ["## Long reviews", ""]
+    if runs:
+        lines += ["| run | test accuracy % | peak memory MB | train s |", "|---|---|---|---|"]
+        lines += [f"| {r['model']} | {_percent([_acc(r)])} | {r.get('peak_memory_mb') or '-'} "
+                  f"| {r.get('train_seconds') or '-'} |" for r in runs.values()]
     local = runs.get("imdb-local2048")
     cuts = [r for name, r in runs.items() if name != "imdb-local2048" and _acc(r) is not None]
     ok = None
