@@ -139,6 +139,15 @@ def fetch(file: RemoteFile) -> Path:
 # ----------------------------------------------------------------------------- splits
 
 
+def load_built(path: Path, verdict: cache.Verdict, what: str, head: str) -> dict[str, Any]:
+    """A built cache file (``torch.save``-d tensors and plain values) that ``verdict`` found
+    ready; otherwise one :class:`DataError` naming it, what is wrong, and the command that
+    builds it."""
+    if not verdict.ready:
+        raise DataError(f"{path}: {what} {verdict.reason}; run `suite data prepare {head}`")
+    return torch.load(path, weights_only=True)
+
+
 def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
     """Seeded random partition of ``range(n)``; the last part takes the rounding remainder."""
     if abs(sum(fractions) - 1.0) > 1e-6:

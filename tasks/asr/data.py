@@ -43,6 +43,7 @@ from suite.data import (
     RemoteFile,
     cache_dir,
     fetch,
+    load_built,
     single_thread,
 )
 from suite.data import pad_sequences as pad
@@ -356,11 +357,8 @@ class ASRDataModule(pl.LightningDataModule):
         if self._synthetic is None:
             path = corpus_dir(self.corpus_size, self.corpus_seed) / "features.pt"
             inputs = synthetic_inputs(self.corpus_size, self.corpus_seed)
-            verdict = cache.check(path, inputs=inputs)
-            if not verdict.ready:
-                raise DataError(f"{path}: ASR corpus features {verdict.reason}; run "
-                                "`suite data prepare asr`")
-            self._synthetic = torch.load(path, weights_only=True)
+            self._synthetic = load_built(path, cache.check(path, inputs=inputs),
+                                         "ASR corpus features", "asr")
         return self._synthetic
 
     @property

@@ -147,11 +147,16 @@ def attention_entropy(weights: Tensor, mask: Tensor) -> Tensor:
     return _step_mean(-torch.special.xlogy(attention, attention).sum(-1), steps)
 
 
-def most_focused_head(weights: Tensor, mask: Tensor) -> int:
-    """Index of the head of ``weights`` ``(B, H, S, N)`` with the highest mean focus rate: the
-    head to score when no head was guided (an unguided model aligns on a head of its choosing)."""
-    rates = [focus_rate(weights[:, h], mask).nanmean() for h in range(weights.shape[1])]
-    return int(torch.stack(rates).argmax())
+def head_focus_rates(weights: Tensor, mask: Tensor) -> Tensor:
+    """Each head's focus rate on each item, ``(H, B)``, of ``weights`` ``(B, H, S, N)``."""
+    return torch.stack([focus_rate(weights[:, h], mask) for h in range(weights.shape[1])])
+
+
+def most_focused_head(rates: Tensor) -> int:
+    """Index of the head with the highest mean focus rate (``rates`` ``(H, B)`` from
+    :func:`head_focus_rates`): the head to score when no head was guided (an unguided model
+    aligns on a head of its choosing)."""
+    return int(rates.nanmean(1).argmax())
 
 
 ATTENDED = 0.1

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from suite import cache
 from suite.cache import State, atomic_path
-from suite.data import cache_dir
+from suite.data import cache_dir, load_built
 from suite.data import pad_sequences as pad
-from suite.errors import DataError, UsageError
+from suite.errors import UsageError
 from tasks.asr.text import normalize
 from tasks.tts import corpus
 
@@ -170,11 +170,12 @@ class UtteranceDataset(Dataset):
         if self.units != "phones":
             return torch.full_like(tokens, -1)  # characters have no alignment
         data, parts, start = self.data, [], 0
-        for k, j in enumerate(self.groups[i]):
+        for j in self.groups[i]:
             ends = data["ends"][data["end_offsets"][j]:data["end_offsets"][j + 1]] + start
-            parts.append(ends if k == 0 else ends[1:])
-            if k:
-                parts[-2] = torch.cat([parts[-2][:-1], ends[:1]])
+            if parts:  # the merged pause ends where this utterance's leading pause did
+                parts[-1][-1] = ends[0]
+                ends = ends[1:]
+            parts.append(ends)
             start += self._frames(j)
         return torch.cat([*parts, torch.tensor([frames])])  # EOS ends with the audio
 
@@ -192,14 +193,18 @@ class UtteranceDataset(Dataset):
         return item
 
 
+def check_join_share(share: float) -> None:
+    if not 0.0 <= share <= 1.0:
+        raise UsageError(f"data.join_share must be in [0, 1], got {share}")
+
+
 def join_groups(indices: list[int], frames: list[int], share: float, seed: int
                 ) -> list[tuple[int, ...]]:
     """Group training utterances into items: each utterance, in a seeded random order, starts
     a joined item of 2 or :data:`JOIN_MAX_UTTERANCES` utterances with probability ``share``
     (while the item stays within :data:`JOIN_MAX_FRAMES`), else stands alone. Every utterance
     lands in exactly one item. ``frames[k]`` is ``indices[k]``'s length."""
-    if not 0.0 <= share <= 1.0:
-        raise UsageError(f"data.join_share must be in [0, 1], got {share}")
+    check_join_share(share)
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(indices), generator=generator).tolist()
     draws = torch.rand(len(order), generator=generator).tolist()
@@ -302,7 +307,7 @@ class TTSDataModule(pl.LightningDataModule):
             raise UsageError(f"batch_size must be >= 1, got {batch_size}")
         self.corpus_size, self.units, self.batch_size = corpus_size, units, batch_size
         self.val_size, self.seed, self.num_workers = val_size, seed, num_workers
-        join_groups([], [], join_share, seed)  # a bad share fails here, not at the first epoch
+        check_join_share(join_share)  # here, not at the first epoch
         self.join_share = join_share
         self._data: dict | None = None
 
@@ -314,12 +319,9 @@ class TTSDataModule(pl.LightningDataModule):
 
     def _load(self) -> dict:
         if self._data is None:
-            verdict = _verdict(self.corpus_size, self.seed, self.val_size)
-            path = corpus_dir(self.corpus_size, self.seed) / "features.pt"
-            if not verdict.ready:
-                raise DataError(f"{path}: TTS corpus {verdict.reason}; run "
-                                "`suite data prepare tts`")
-            self._data = torch.load(path, weights_only=True)
+            self._data = load_built(corpus_dir(self.corpus_size, self.seed) / "features.pt",
+                                    _verdict(self.corpus_size, self.seed, self.val_size),
+                                    "TTS corpus", "tts")
         return self._data
 
     @property

@@ -124,7 +124,6 @@ class TTSModule(TaskModule):
                              for layer in range(first, decoder.depth)}
         self.alignment_history: list[tuple[int, float]] = []
         self.focused_head: tuple[int, int] | None = None  # unguided: the (layer, head) to watch
-        self._candidate_heads: list[tuple[int, int]] = []
         self._val: dict[str, list[Tensor]] = {}
         self._val_example: tuple[Tensor, list[str]] | None = None
         self._test = TestLog(silent_ids(units))
@@ -253,19 +252,26 @@ class TTSModule(TaskModule):
                                  self._step_lengths(batch), steps, self.model.reduction)
 
     # ------------------------------------------------------------------ alignment metrics
-    def _candidates(self, maps: list[Tensor]) -> tuple[list[tuple[int, int]], Tensor]:
-        """The heads whose alignment may be scored - the guided ones, or for an unguided model
-        every head of every layer - and their attention ``(B, heads, S, N)``."""
-        heads = ([(layer, head) for layer, hs in self.guided_heads.items() for head in hs]
-                 if self.guidance.weight
-                 else [(layer, head) for layer, m in enumerate(maps) for head in range(m.shape[1])])
-        return heads, torch.stack([maps[layer][:, head] for layer, head in heads], dim=1)
+    @property
+    def candidate_heads(self) -> list[tuple[int, int]]:
+        """The (layer, head) pairs whose alignment may be scored: the guided ones, or for an
+        unguided model every head of every decoder layer."""
+        if self.guidance.weight:
+            return [(layer, head) for layer, heads in self.guided_heads.items() for head in heads]
+        return [(layer, head) for layer, block in enumerate(self.model.decoder.layers)
+                for head in range(block.cross_attention.num_heads)]
+
+    def _focus(self, maps: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The candidate heads' attention ``(B, heads, S, N)`` and focus rates ``(heads, B)``."""
+        candidates = torch.stack([maps[layer][:, head] for layer, head in self.candidate_heads],
+                                 dim=1)
+        return candidates, align.head_focus_rates(candidates, mask)
 
     def monitored_maps(self, maps: list[Tensor], mask: Tensor) -> Tensor:
         """The attention ``(B, S, N)`` whose alignment is scored: the most focused guided head,
         or for an unguided model the most focused head of any layer."""
-        _, candidates = self._candidates(maps)
-        return candidates[:, align.most_focused_head(candidates, mask)]
+        candidates, rates = self._focus(maps, mask)
+        return candidates[:, align.most_focused_head(rates)]
 
     @property
     def synthesis_heads(self) -> dict[int, list[int]]:
@@ -280,7 +286,8 @@ class TTSModule(TaskModule):
                          ) -> None:
         steps, tokens = maps[0].shape[-2:]
         step_lengths = self._step_lengths(batch)
-        weights = self.monitored_maps(maps, mask)
+        candidates, rates = self._focus(maps, mask)
+        weights = candidates[:, align.most_focused_head(rates)]
         diagonal = align.diagonal_prior(batch["token_lengths"], step_lengths, steps, tokens,
                                         DIAGONALITY_SIGMA)
         scores = {"focus_rate": align.focus_rate(weights, mask),
@@ -291,10 +298,7 @@ class TTSModule(TaskModule):
             scores["align_acc"] = align.alignment_accuracy(weights, true, mask)
         for name, values in scores.items():
             self._val.setdefault(name, []).append(values.detach().float().cpu())
-        self._candidate_heads, candidates = self._candidates(maps)
-        focus = torch.stack([align.focus_rate(candidates[:, h], mask).nansum()
-                             for h in range(candidates.shape[1])])
-        self._val.setdefault("head_focus", []).append(focus.detach().float().cpu()[None])
+        self._val.setdefault("head_focus", []).append(rates.nansum(1).detach().cpu()[None])
         if self._val_example is None:
             self._val_example = self._example_maps(maps, int(step_lengths[0]),
                                                    int(batch["token_lengths"][0]))
@@ -319,7 +323,7 @@ class TTSModule(TaskModule):
             return
         if head_focus is not None and not self.guidance.weight:
             total = torch.cat(head_focus).sum(0)  # (heads,) summed focus over validation
-            self.focused_head = self._candidate_heads[int(total.argmax())]
+            self.focused_head = self.candidate_heads[int(total.argmax())]
         if example is not None:  # decoder steps down, input tokens across
             self.log_attention_maps(example[0], "val/attention", example[1])
         for name, value in scores.items():

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from suite.attention import AttentionMask
+from suite.data import pad_sequences
 from tasks.tts.model import Generated, TransformerTTS
 
 END_TOKENS = 3
@@ -164,9 +165,9 @@ def phrase_spans(tokens: Tensor, length: int, pauses: frozenset[int]) -> list[tu
 
 
 def _stitch(chunks: Generated, spans: list[tuple[int, int]], first: int, tokens: int
-            ) -> tuple[Tensor, int, Tensor, bool]:
-    """One item's mel ``(frames, n_mels)``, length, alignment ``(steps, tokens)`` and capped
-    flag from its phrases ``first .. first + len(spans) - 1`` of ``chunks``. A phrase's token j
+            ) -> tuple[Tensor, Tensor, bool]:
+    """One item's mel ``(frames, n_mels)``, alignment ``(steps, tokens)`` and capped flag
+    from its phrases ``first .. first + len(spans) - 1`` of ``chunks``. A phrase's token j
     is the item's token ``start + j``; its EOS column is folded into its closing pause unless
     it is the item's last phrase (whose EOS is the item's)."""
     mels, maps = [], []
@@ -181,9 +182,7 @@ def _stitch(chunks: Generated, spans: list[tuple[int, int]], first: int, tokens:
         placed = phrase.new_zeros(steps, tokens)
         placed[:, start:start + phrase.shape[1]] = phrase
         maps.append(placed)
-    capped = bool(chunks.capped[first:first + len(spans)].any())
-    mel = torch.cat(mels)
-    return mel, len(mel), torch.cat(maps), capped
+    return torch.cat(mels), torch.cat(maps), bool(chunks.capped[first:first + len(spans)].any())
 
 
 @torch.no_grad()
@@ -196,10 +195,9 @@ def generate_by_phrase(model: TransformerTTS, tokens: Tensor, token_lengths: Ten
     Phrase k of an item is seeded ``seed * 1000 + k``, so an utterance always comes out the
     same."""
     spans = [phrase_spans(tokens[b], int(token_lengths[b]), pauses) for b in range(len(tokens))]
-    phrases = [torch.cat([tokens[b, start:end + 1], tokens.new_tensor([eos])])
-               for b, item in enumerate(spans) for start, end in item]
-    lengths = torch.tensor([len(p) for p in phrases], device=tokens.device)
-    batch = torch.nn.utils.rnn.pad_sequence(phrases, batch_first=True)  # (phrases, n)
+    batch, lengths = pad_sequences([torch.cat([tokens[b, start:end + 1], tokens.new_tensor([eos])])
+                                    for b, item in enumerate(spans) for start, end in item])
+    lengths = lengths.to(tokens.device)  # (phrases,)
     chunk_seeds = [seed * 1000 + k for seed, item in zip(seeds, spans, strict=True)
                    for k in range(len(item))]
     chunks = generate(model, batch, lengths, expected_frames(lengths, frames_per_token), heads,
@@ -208,10 +206,8 @@ def generate_by_phrase(model: TransformerTTS, tokens: Tensor, token_lengths: Ten
     for item in spans:
         items.append(_stitch(chunks, item, first, tokens.shape[1]))
         first += len(item)
-    mel = torch.nn.utils.rnn.pad_sequence([m for m, _, _, _ in items], batch_first=True)
-    alignment = torch.nn.utils.rnn.pad_sequence([a for _, _, a, _ in items], batch_first=True)
-    device = tokens.device
-    return Generated(mel=mel, lengths=torch.tensor([n for _, n, _, _ in items], device=device),
-                     alignment=alignment,
-                     capped=torch.tensor([c for *_, c in items], device=device),
-                     steps=torch.tensor([len(a) for _, _, a, _ in items], device=device))
+    mel, frames = pad_sequences([m for m, _, _ in items])
+    alignment, steps = pad_sequences([a for _, a, _ in items])
+    capped = torch.tensor([c for _, _, c in items], device=tokens.device)
+    return Generated(mel=mel, lengths=frames.to(tokens.device), alignment=alignment,
+                     capped=capped, steps=steps.to(tokens.device))

@@ -130,7 +130,7 @@ def test_most_focused_head() -> None:
     mask = align.valid_mask(torch.tensor([6]), torch.tensor([6]), 6, 6)
     weights = torch.full((1, 3, 6, 6), 1 / 6)
     weights[0, 2] = torch.eye(6) * 0.8 + 0.2 / 6
-    assert align.most_focused_head(weights, mask) == 2
+    assert align.most_focused_head(align.head_focus_rates(weights, mask)) == 2
 
 
 @pytest.mark.parametrize(("peaks", "num_tokens", "capped", "expected"), [
