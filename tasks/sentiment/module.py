@@ -20,8 +20,10 @@ does.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -89,17 +91,44 @@ def cls_attention_figure(rows: list[tuple[list[str], list[float], str]]) -> Any:
     return fig
 
 
+def layer_level(name: str, depth: int) -> int:
+    """A parameter's level for layer-wise learning rates: 0 for the embeddings, ``i + 1`` for
+    encoder layer ``i``, ``depth + 1`` for what sits on top (final norm, classifier, MLM head)."""
+    match = re.match(r"model\.encoder\.layers\.(\d+)\.", name)
+    if match:
+        return int(match[1]) + 1
+    return 0 if name.startswith(("model.embedding", "model.embed_norm", "model.positions")) \
+        else depth + 1
+
+
+def read_document(path: str) -> str:
+    """A whole text file (a review), for ``suite predict sentiment --documents``."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"{path}: no such file (--documents expects text files, each one "
+                        f"review)")
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not a UTF-8 text file (byte {err.start}); --documents "
+                        f"expects text files") from err
+
+
 class SentimentModule(TaskModule):
     """Sentence classification with :class:`tasks.sentiment.model.SentimentTransformer`.
 
-    ``classes``, ``vocab_size``, ``max_length`` and ``lexicon`` are the data module's, linked
-    (:data:`tasks.sentiment.HEAD`'s ``links``): a config sets them under ``data:`` only.
+    ``classes``, ``vocab_size``, ``max_length``, ``head_tokens`` and ``lexicon`` are the data
+    module's, linked (:data:`tasks.sentiment.HEAD`'s ``links``): a config sets them under
+    ``data:`` only.
 
     Args:
         model: the variant's name in logs, run summaries and reports.
         classes: 2 (polarity) or 5 (rating bins).
         vocab_size: embedding rows (every token id is below it).
         max_length: longest input in tokens incl. [CLS].
+        head_tokens: how a longer input was cut in training (the data module's
+            ``head_tokens``: None keeps the first tokens, else head + tail), so ``predict`` cuts
+            a user's long text the same way.
         encoder: the encoder's size and dropouts; its ``dropout`` also applies to the
             embeddings and before the classifier.
         word_dropout: probability of zeroing a word's embedding while training.
@@ -117,6 +146,10 @@ class SentimentModule(TaskModule):
         init_from: a pretrained sentiment checkpoint whose encoder (every weight but the
             classifier) starts the fit; linked from ``data.pretrained``, which also gives the
             data module that checkpoint's tokenizer.
+        layer_decay: layer-wise learning-rate decay for fine-tuning (Sun et al. 2019; ELECTRA):
+            the classifier learns at ``lr``, encoder layer ``i`` of ``L`` at
+            ``lr * layer_decay ** (L - i)``, the embeddings at ``lr * layer_decay ** (L + 1)``,
+            so the general features of the lower layers move least. 1 = one rate for all.
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
@@ -129,6 +162,7 @@ class SentimentModule(TaskModule):
                  mlm_weight: float = 0.0, mlm_probability: float = MASK_PROBABILITY,
                  lexicon: bool = False, objective: Literal["classify", "mlm"] = "classify",
                  init_from: str | None = None, attention_window: int | None = None,
+                 head_tokens: int | None = None, layer_decay: float = 1.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
@@ -158,6 +192,24 @@ class SentimentModule(TaskModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokenizer_json = checkpoint.get("sentiment_tokenizer") or self.tokenizer_json
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The base groups split by depth, each with its :attr:`layer_decay`-scaled ``lr``."""
+        decay = self.hparams.layer_decay
+        if decay == 1.0:
+            return super().param_groups()
+        depth = len(self.model.encoder.layers)
+        scaled: list[dict[str, Any]] = []
+        for group in super().param_groups():
+            chosen = {id(p) for p in group["params"]}
+            by_level: dict[int, list[Tensor]] = {}
+            for name, param in self.named_parameters():
+                if id(param) in chosen:
+                    by_level.setdefault(layer_level(name, depth), []).append(param)
+            scaled += [{**group, "params": params,
+                        "lr": self.hparams.lr * decay ** (depth + 1 - level)}
+                       for level, params in sorted(by_level.items())]
+        return scaled
 
     # ------------------------------------------------------------------ steps
     def forward(self, tokens: Tensor, lengths: Tensor, need_weights: bool = False,
@@ -264,24 +316,30 @@ class SentimentModule(TaskModule):
         log_figure(self, "test/cls_attention", cls_attention_figure(rows))
 
     # ------------------------------------------------------------------ predict
-    def predict_inputs(self, inputs: list[str]) -> list[str]:
+    def predict_inputs(self, inputs: list[str], documents: bool = False) -> list[str]:
         """``label<TAB>probability<TAB>text`` per input, tabs and line breaks in the text
-        escaped (:func:`suite.module.tsv_field`). A text with no tokens stops the run with one
-        :class:`DataError`; a text longer than ``max_length`` tokens is classified on its first
-        tokens, and one with no word in the vocabulary (:func:`has_known_word`) is classified
-        anyway, each with a notice on stderr."""
+        escaped (:func:`suite.module.tsv_field`); with ``documents`` each input is a text file
+        classified whole (a review) and its row names the file. A text with no tokens stops
+        the run with one :class:`DataError`; a text longer than ``max_length`` tokens is cut as
+        in training (its first tokens, or head + tail), and one with no word in the vocabulary
+        (:func:`has_known_word`) is classified anyway, each with a notice on stderr."""
         if self.tokenizer_json is None:
             raise DataError("this checkpoint carries no tokenizer; it was not written by "
                             "suite train sentiment")
         hp = self.hparams
         encoder = SentimentDataModule(classes=hp.classes, vocab_size=hp.vocab_size,
-                                      max_length=hp.max_length, lexicon=hp.lexicon)
+                                      max_length=hp.max_length, lexicon=hp.lexicon,
+                                      head_tokens=hp.head_tokens)
         encoder.load_state_dict({"tokenizer": self.tokenizer_json})
+        names = list(inputs)
+        if documents:
+            inputs = [read_document(name) for name in names]
         batch = encoder.encode(list(inputs))
+        kept = "its first" if hp.head_tokens is None else "its head and tail,"
         for i, cut in enumerate(batch["truncated"]):
             if cut:
                 print(f"notice: input {i + 1} is longer than {hp.max_length - 1} tokens; "
-                      f"classified on its first {hp.max_length - 1}", file=sys.stderr)
+                      f"classified on {kept} {hp.max_length - 1}", file=sys.stderr)
         for i, encoding in enumerate(encoder.tokenizer.encode_batch(list(inputs),
                                                                     add_special_tokens=False)):
             if not has_known_word(encoding):
@@ -293,4 +351,4 @@ class SentimentModule(TaskModule):
         probs = logits.float().softmax(-1).cpu()  # (N, classes)
         confidence, label = probs.max(dim=-1)
         return [f"{self.class_names[c]}\t{p:.3f}\t{tsv_field(text)}" for text, c, p in
-                zip(inputs, label.tolist(), confidence.tolist(), strict=True)]
+                zip(names, label.tolist(), confidence.tolist(), strict=True)]

@@ -132,8 +132,10 @@ def test_lexicon_prior_survives_word_dropout_and_is_required() -> None:
 
 @pytest.fixture
 def trained(ratings: list, tmp_path: Path) -> Path:
-    """Two optimiser steps of the default config (with the MLM loss) on the tiny archive."""
-    code = main(["train", "sentiment", *TINY, "--model.mlm_weight=0.5", "--run.root",
+    """Two optimiser steps of the default config (with the MLM loss, long texts cut head + tail)
+    on the tiny archive."""
+    code = main(["train", "sentiment", *TINY, "--model.mlm_weight=0.5", "--data.head_tokens=4",
+                 "--run.root",
                  str(tmp_path), "--run.name", "tiny"])
     assert code == 0
     return tmp_path / "sentiment" / "adhoc" / "tiny"
@@ -163,6 +165,7 @@ def test_train_then_predict_from_the_checkpoint(trained: Path, tmp_path: Path,
     assert label in ("negative", "positive") and 0.5 <= float(probability) <= 1
     assert text == "a fine film"
     assert "input 2 is longer than" in captured.err
+    assert "classified on its head and tail" in captured.err  # as data.head_tokens cut in training
 
     lines_file = tmp_path / "lines.txt"
     lines_file.write_text("dull\n\na nice film\n")
@@ -172,6 +175,25 @@ def test_train_then_predict_from_the_checkpoint(trained: Path, tmp_path: Path,
     assert main(["predict", "sentiment", "--ckpt", str(ckpt), "good", ""]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty or blank" in err[0]
+
+
+def test_predict_classifies_each_document_whole(trained: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    ckpt = trained / "checkpoints" / "last.ckpt"
+    review = tmp_path / "review.txt"
+    review.write_text("A fine film.\n\nThe cast is good,\nthe plot is dull.\n")
+    capsys.readouterr()
+    assert main(["predict", "sentiment", "--ckpt", str(ckpt), "--documents", str(review)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == 1 and rows[0][2] == str(review)  # one row per file, not per line
+
+    for bad, expected in ((tmp_path / "absent.txt", "no such file"),
+                          (tmp_path / "latin1.txt", "not a UTF-8 text file")):
+        if bad.name == "latin1.txt":
+            bad.write_bytes("caf\xe9 film".encode("latin-1"))
+        assert main(["predict", "sentiment", "--ckpt", str(ckpt), "--documents", str(bad)]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0] and str(bad) in err[0]
 
 
 def test_predict_escapes_tsv_and_flags_out_of_vocabulary_text(
@@ -235,3 +257,19 @@ def test_lexicon_config_trains_and_predicts(ratings: list, tmp_path: Path,
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[2] for line in lines] == ["a terrific film", "dull"]
     assert all(line.split("\t")[0] in ("negative", "positive") for line in lines)
+
+
+def test_layer_decay_scales_each_level_learning_rate() -> None:
+    from tasks.sentiment.module import SentimentModule
+
+    module = SentimentModule(encoder=LayerConfig(dim=32, depth=2, num_heads=4, ffn_dim=64),
+                             layer_decay=0.5, lr=1.0)
+    lrs = {id(p): group["lr"] for group in module.param_groups() for p in group["params"]}
+    named = dict(module.named_parameters())
+    assert len(lrs) == len(named)  # every parameter in exactly one group
+    assert lrs[id(named["model.embedding.weight"])] == 0.125  # 0.5 ** (depth + 1)
+    assert lrs[id(named["model.encoder.layers.0.attention.q_proj.weight"])] == 0.25
+    assert lrs[id(named["model.encoder.layers.1.ffn.net.0.weight"])] == 0.5
+    assert lrs[id(named["model.classifier.1.weight"])] == 1.0
+    plain = SentimentModule(encoder=LayerConfig(dim=32, depth=2, num_heads=4, ffn_dim=64))
+    assert all("lr" not in group for group in plain.param_groups())
