@@ -50,7 +50,8 @@ from suite.data import pad_sequences as pad
 from suite.errors import DataError, UsageError
 from tasks.asr import corpus
 from tasks.asr.features import N_MELS, SAMPLE_RATE, load_audio, log_mel
-from tasks.asr.text import VOCAB, encode, normalize
+from tasks.asr.text import normalize
+from tasks.asr.units import CHAR_UNITS, OutputUnits
 
 DEFAULT_CORPUS_SIZE = 16_000
 """Utterances planned for the default corpus (held-out voices included): enough that the default
@@ -117,7 +118,7 @@ ASTERISK_INPUTS = {"transcripts_sha256": ASTERISK_TRANSCRIPTS.sha256,
 def synthetic_inputs(corpus_size: int, seed: int) -> dict[str, object]:
     """What a corpus's ``features.pt`` is built from (the corpus is a function of these)."""
     return {"corpus_size": corpus_size, "seed": seed,
-            "excluded_sha256": ASTERISK_TRANSCRIPTS.sha256, "version": 1}
+            "excluded_sha256": ASTERISK_TRANSCRIPTS.sha256, "version": 2}
 
 
 def prepare_asterisk() -> Path:
@@ -240,15 +241,16 @@ def spec_augment_masks(freq_masks: int = 2, freq_width: int = 27, time_masks: in
 
 
 class FeatureDataset(Dataset):
-    """Utterances of a packed feature tensor: normalised features, target ids and text;
-    ``masks`` (:func:`spec_augment_masks`) augments them when given."""
+    """Utterances of a packed feature tensor: normalised features, target ids (the text in
+    ``units``) and text; ``masks`` (:func:`spec_augment_masks`) augments them when given."""
 
     def __init__(self, packed: dict, texts: list[str], indices: list[int], mean: torch.Tensor,
-                 std: torch.Tensor, masks: torch.nn.Module | None = None) -> None:
+                 std: torch.Tensor, masks: torch.nn.Module | None = None,
+                 units: OutputUnits = CHAR_UNITS) -> None:
         self.features, self.offsets = packed["features"], packed["offsets"]
         self.texts, self.indices = texts, indices
         self.mean, self.std = mean, std
-        self.masks = masks
+        self.masks, self.units = masks, units
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -262,7 +264,7 @@ class FeatureDataset(Dataset):
         x = (self.features[self.offsets[j]:self.offsets[j + 1]].float() - self.mean) / self.std
         if self.masks is not None:
             x = self.masks(x.T).T  # masked bins/frames become 0, the training mean
-        return x, encode(self.texts[j]), self.texts[j]
+        return x, self.units.encode(self.texts[j]), self.texts[j]
 
 
 def collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> dict:
@@ -329,6 +331,8 @@ class ASRDataModule(pl.LightningDataModule):
     ``max_test_utterances`` caps the unseen-voice test set (the first of the held-out voices'
     utterances, in the corpus's seeded random order) so scoring time does not grow with the
     corpus; null keeps them all.
+    ``units`` encodes the targets: characters until the model's ``setup`` hands over its own
+    (word pieces it learned from :meth:`train_texts`, or restored from a checkpoint).
     """
 
     def __init__(self, corpus_size: int = DEFAULT_CORPUS_SIZE,
@@ -345,7 +349,7 @@ class ASRDataModule(pl.LightningDataModule):
         self.masks = (spec_augment_masks(freq_masks, freq_width, time_masks, time_width)
                       if spec_augment else None)
         self.corpus_seed = corpus_seed
-        self.vocab: list[str] = list(VOCAB)
+        self.units: OutputUnits = CHAR_UNITS
         self._synthetic: dict | None = None
 
     def prepare_data(self) -> None:
@@ -377,7 +381,17 @@ class ASRDataModule(pl.LightningDataModule):
         indices = [i for i, r in enumerate(data["rows"]) if r["split"] == split]
         if split == "test" and self.max_test_utterances is not None:
             indices = indices[: self.max_test_utterances]
-        return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std, masks)
+        return FeatureDataset(data, texts, indices, self.feature_mean, self.feature_std, masks,
+                              self.units)
+
+    @property
+    def vocab(self) -> list[str]:
+        """The targets' symbols, blank first (:attr:`units`)."""
+        return self.units.symbols
+
+    def train_texts(self) -> list[str]:
+        """The training split's transcripts: the only text output units and LMs learn from."""
+        return [r["text"] for r in self._load()["rows"] if r["split"] == "train"]
 
     def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
         lengths = [dataset.length(i) for i in range(len(dataset))]
@@ -399,6 +413,6 @@ class ASRDataModule(pl.LightningDataModule):
         if self.test_set in ("all", "asterisk"):
             real = load_asterisk()
             dataset = FeatureDataset(real, real["texts"], list(range(len(real["texts"]))),
-                                     self.feature_mean, self.feature_std)
+                                     self.feature_mean, self.feature_std, units=self.units)
             loaders.append(self._loader(dataset, shuffle=False))
         return loaders

@@ -1,13 +1,15 @@
 """CTC decoding: greedy, and prefix beam search with an optional character n-gram LM.
 
 CTC emits one symbol (or the blank, index 0) per encoder frame; a transcript is read off a
-frame path by merging repeated symbols and then dropping blanks ("aa_a_" -> "aa"). Greedy
-decoding takes the best symbol per frame. Prefix beam search instead keeps the ``beam``
-most probable *transcripts* (prefixes), summing over all frame paths that collapse to each,
-with separate probabilities for paths ending in a blank and in a symbol so that "a_a" and
-"aa" are told apart. Shallow fusion adds ``alpha * log P_LM(prefix)`` from a character
-n-gram trained on the training transcripts, plus ``beta`` per character to offset the LM's
-preference for short outputs.
+frame path by merging repeated symbols and then dropping blanks ("aa_a_" -> "aa"). A symbol
+is a character or a word piece (:mod:`tasks.asr.units`); the decoders take the text each one
+writes (``vocab``), so they serve either. Greedy decoding takes the best symbol per frame.
+Prefix beam search instead keeps the ``beam`` most probable *label sequences* (prefixes),
+summing over all frame paths that collapse to each, with separate probabilities for paths
+ending in a blank and in a symbol so that "a_a" and "aa" are told apart. Shallow fusion adds
+``alpha * log P_LM(prefix)`` from a character n-gram trained on the training transcripts,
+plus ``beta`` per character to offset the LM's preference for short outputs; a word piece is
+scored character by character.
 """
 
 from __future__ import annotations
@@ -93,39 +95,56 @@ def _logsumexp(a: float, b: float) -> float:
     return top + math.log(math.exp(a - top) + math.exp(b - top))
 
 
+def _fused_score(lm: CharNGram, written: str, added: str, alpha: float, beta: float) -> float:
+    """Shallow-fusion score of writing ``added`` after the transcript ``written``: the LM
+    scores each character in turn (so one character LM serves any output units), ``beta``
+    rewards each one."""
+    score = 0.0
+    for char in added:
+        score += alpha * lm.log_prob(written, char) + beta
+        written += char
+    return score
+
+
 def prefix_beam_search(log_probs: Tensor, beam: int = 8, lm: CharNGram | None = None,
                        alpha: float = 0.5, beta: float = 1.0, prune: float = -8.0,
                        vocab: Sequence[str] = VOCAB) -> str:
     """CTC prefix beam search over one utterance's ``log_probs`` ``(T, V)``.
 
-    Symbols below ``prune`` (log-prob) at a frame are not expanded. With ``lm``, a prefix
-    scores ``log P_CTC + alpha * log P_LM + beta * len``; the end-of-sentence probability is
-    added before the final choice.
+    ``vocab[s]`` is the text output symbol ``s`` writes: a character, or a word piece
+    (``" the"`` for a piece that starts a word). A prefix is a sequence of symbols; symbols
+    below ``prune`` (log-prob) at a frame are not expanded. With ``lm``, a prefix scores
+    ``log P_CTC + alpha * log P_LM(text) + beta * len(text)`` over the characters of its
+    transcript (a leading space is not part of it); the end-of-sentence probability is added
+    before the final choice.
     """
     frames = log_probs.float().cpu().tolist()
-    # prefix -> (log P(paths ending in blank), log P(paths ending in a symbol))
-    beams: dict[str, tuple[float, float]] = {"": (0.0, -math.inf)}
-    lm_score: dict[str, float] = {"": 0.0}
+    # prefix (symbol ids) -> (log P(paths ending in blank), log P(paths ending in a symbol))
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, -math.inf)}
+    written: dict[tuple[int, ...], str] = {(): ""}
+    lm_score: dict[tuple[int, ...], float] = {(): 0.0}
 
-    def extend(prefix: str, char: str) -> str:
-        new = prefix + char
-        if new not in lm_score:
-            lm_score[new] = lm_score[prefix] + (alpha * lm.log_prob(prefix, char) + beta
+    def extend(prefix: tuple[int, ...], symbol: int) -> tuple[int, ...]:
+        new = (*prefix, symbol)
+        if new not in written:
+            text = written[prefix]
+            added = vocab[symbol] if text else vocab[symbol].lstrip(" ")
+            written[new] = text + added
+            lm_score[new] = lm_score[prefix] + (_fused_score(lm, text, added, alpha, beta)
                                                 if lm is not None else 0.0)
         return new
 
     for row in frames:
         candidates = [s for s in range(1, len(row)) if row[s] > prune]
-        nxt: dict[str, list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf, -math.inf])
         for prefix, (p_blank, p_symbol) in beams.items():
             total = _logsumexp(p_blank, p_symbol)
             entry = nxt[prefix]
             entry[0] = _logsumexp(entry[0], total + row[BLANK_ID])
             last = prefix[-1] if prefix else None
             for s in candidates:
-                char = vocab[s]
-                new = extend(prefix, char)
-                if char == last:  # "a" + "a" stays "a"; only "a_" + "a" makes "aa"
+                new = extend(prefix, s)
+                if s == last:  # "a" + "a" stays "a"; only "a_" + "a" makes "aa"
                     entry[1] = _logsumexp(entry[1], p_symbol + row[s])
                     nxt[new][1] = _logsumexp(nxt[new][1], p_blank + row[s])
                 else:
@@ -134,18 +153,28 @@ def prefix_beam_search(log_probs: Tensor, beam: int = 8, lm: CharNGram | None = 
                         reverse=True)
         beams = {p: (v[0], v[1]) for p, v in ranked[:beam]}
 
-    def final(prefix: str) -> float:
-        end = alpha * lm.log_prob(prefix, _EOS) if lm is not None else 0.0
+    def final(prefix: tuple[int, ...]) -> float:
+        end = alpha * lm.log_prob(written[prefix], _EOS) if lm is not None else 0.0
         return _logsumexp(*beams[prefix]) + lm_score[prefix] + end
 
-    return " ".join(max(beams, key=final).split())
+    return " ".join(written[max(beams, key=final)].split())
 
 
 def beam_decode(log_probs: Tensor, lengths: Tensor, beam: int = 8, lm: CharNGram | None = None,
-                alpha: float = 0.5, beta: float = 1.0) -> list[str]:
+                alpha: float = 0.5, beta: float = 1.0, vocab: Sequence[str] = VOCAB
+                ) -> list[str]:
     """:func:`prefix_beam_search` on each utterance of ``(B, T, V)`` log-probs."""
-    return [prefix_beam_search(lp[:n], beam, lm, alpha, beta)
+    return [prefix_beam_search(lp[:n], beam, lm, alpha, beta, vocab=vocab)
             for lp, n in zip(log_probs, lengths.tolist(), strict=True)]
+
+
+def ctc_min_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """Fewest frames a CTC path for each target needs ``(B,)``: one per label, plus one blank
+    between each pair of equal neighbours (``"aa"`` needs ``a _ a``). ``targets`` ``(B, L)``
+    is padded past ``target_lengths``."""
+    valid = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+    repeats = (targets[:, 1:] == targets[:, :-1]) & valid[:, 1:]  # (B, L - 1)
+    return target_lengths + repeats.sum(1)
 
 
 def emission_from_path(path: Sequence[int], vocab_size: int = len(VOCAB),

@@ -1,13 +1,15 @@
 """CTC speech recogniser: convolutional subsampling + Transformer encoder with truncated
-self-attention + a linear layer over characters.
+self-attention + a linear layer over the output units (characters or word pieces).
 
 Speech is ~100 frames a second, so a minute is 6,000 frames and full self-attention costs
 O(T^2). Two measures keep it affordable:
 
 - **subsampling** (ESPnet/NeMo style): stacked ``Conv2d(kernel 3, stride 2)`` over
   (time, mel) halve the frame rate per layer, so 4x subsampling gives one encoder frame per
-  40 ms; a conv without padding makes output frame j depend on input frames
-  ``[factor * j, factor * j + receptive)`` only, which is what exact streaming needs;
+  40 ms and 8x one per 80 ms (fewer frames than characters are spoken: 8x needs word-piece
+  outputs, :mod:`tasks.asr.units`); a conv without padding makes output frame j depend on
+  input frames ``[factor * j, factor * j + receptive)`` only, which is what exact streaming
+  needs;
 - **truncated attention**: every layer lets frame p see frames ``[p - left, p + right]``
   only (``AttentionMask(window=...)``, the core's banded path: memory O(T * w)). Stacking L
   layers widens the receptive field to ``L * left`` / ``L * right`` frames, so chunks of a
@@ -42,7 +44,7 @@ def valid_frames(lengths: Tensor, total: int) -> Tensor:
 
 
 class ConvSubsampling(nn.Module):
-    """``factor`` in {1, 2, 4}: 0, 1 or 2 ``Conv2d(3x3, stride 2) + ReLU`` over (time, mel),
+    """``factor`` in {1, 2, 4, 8}: 0 to 3 ``Conv2d(3x3, stride 2) + ReLU`` over (time, mel),
     then a linear projection of (channels x reduced mel) to ``dim``.
 
     Input ``(B, T, n_mels)`` -> ``(B, T', dim)`` with ``T' = out_length(T)``; factor 1 is a
@@ -51,10 +53,10 @@ class ConvSubsampling(nn.Module):
 
     def __init__(self, n_mels: int, dim: int, factor: int = 4, channels: int = 64) -> None:
         super().__init__()
-        if factor not in (1, 2, 4):
-            raise ValueError(f"subsampling factor must be 1, 2 or 4, got {factor}")
+        if factor not in (1, 2, 4, 8):
+            raise ValueError(f"subsampling factor must be 1, 2, 4 or 8, got {factor}")
         self.factor = factor
-        self.layers = factor.bit_length() - 1  # 1 -> 0, 2 -> 1, 4 -> 2
+        self.layers = factor.bit_length() - 1  # 1 -> 0, 2 -> 1, 4 -> 2, 8 -> 3
         convs: list[nn.Module] = []
         freq = n_mels
         for i in range(self.layers):
@@ -65,7 +67,7 @@ class ConvSubsampling(nn.Module):
 
     @property
     def receptive(self) -> int:
-        """Input frames one output frame sees: 1, 3 or 7."""
+        """Input frames one output frame sees: 1, 3, 7 or 15 (each conv: ``2 r + 1``)."""
         return 2 ** (self.layers + 1) - 1 if self.layers else 1
 
     def out_length(self, length: Tensor | int) -> Tensor | int:

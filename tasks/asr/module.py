@@ -2,7 +2,8 @@
 and ``predict`` (offline or streaming) on a user's audio files.
 
 The checkpoint carries everything predict needs without a data module: the training-set
-feature mean/std (buffers) and the vocabulary (checked on load).
+feature mean/std (buffers), the output units' symbols (``vocab``, checked on load) and, for
+word pieces, their tokenizer (``asr_tokenizer``), learned from the training transcripts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from suite.blocks import LayerConfig
 from suite.errors import DataError
 from suite.logging import log_figure, log_table
 from suite.module import Stage, TaskModule, tsv_field
-from tasks.asr.decode import CharNGram, beam_decode, greedy_decode
+from tasks.asr.decode import CharNGram, beam_decode, ctc_min_frames, greedy_decode
 from tasks.asr.features import N_MELS, load_audio_file
 from tasks.asr.model import ASREncoder
-from tasks.asr.text import BLANK_ID, VOCAB
+from tasks.asr.text import BLANK_ID
+from tasks.asr.units import CHAR, CHAR_UNITS, OutputUnits, load_units, train_units, units_size
 from tasks.asr.wordlm import WordDecoder
 
 TEST_NAMES = {"all": ("unseen", "real"), "unseen_voices": ("unseen",), "asterisk": ("real",)}
@@ -36,7 +38,7 @@ ENCODER = LayerConfig(dim=192, ffn_dim=768)
 @dataclass(frozen=True)
 class Decoding:
     """How the test sets are decoded beside greedy CTC (``--model.decoding.*``); the language
-    models are built from the training transcripts.
+    models are built from the training transcripts, beside one general English LM.
 
     Attributes:
         beam_size: > 0 also scores the test sets with prefix beam search (``*_beam`` metrics).
@@ -47,6 +49,10 @@ class Decoding:
             ``*_word`` metrics).
         word_beam, word_lm_weight, word_score: its beam, LM weight and per-word bonus, picked
             on the validation set of the default run's checkpoint (a grid of weight x score).
+        general_lm_order: > 0 (with ``beam_size``) also scores the test sets with the same
+            search over pocketsphinx's general English words and LM of this order (2 or 3;
+            :mod:`tasks.asr.general_lm`; ``*_general`` metrics); ``word_beam`` is its beam.
+        general_lm_weight, general_word_score: its LM weight and per-word bonus.
     """
 
     beam_size: int = 0
@@ -57,14 +63,20 @@ class Decoding:
     word_beam: int = 200
     word_lm_weight: float = 1.0
     word_score: float = -1.0
+    general_lm_order: int = 2
+    general_lm_weight: float = 1.0
+    general_word_score: float = -1.0
 
 
 class ASRModule(TaskModule):
-    """Conv subsampling + truncated-attention Transformer encoder + CTC over characters.
+    """Conv subsampling + truncated-attention Transformer encoder + CTC over output units.
 
     Args:
         encoder: the Transformer encoder's size.
-        subsampling: 1, 2 or 4 (Conv2d stride-2 stack before the encoder).
+        units: the CTC outputs: ``char`` (characters), or ``bpe-N`` (N outputs: the blank and
+            word pieces learned from the training transcripts, :mod:`tasks.asr.units`).
+        subsampling: 1, 2, 4 or 8 (Conv2d stride-2 stack before the encoder); 8 needs word
+            pieces, as speech has more characters than 8x encoder frames.
         conv_channels: channels of the subsampling convolutions.
         window: ``[left, right]`` attention span in encoder (post-subsampling) frames; null
             for full attention.
@@ -79,7 +91,7 @@ class ASRModule(TaskModule):
     The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
-    def __init__(self, encoder: LayerConfig = ENCODER, subsampling: int = 4,
+    def __init__(self, encoder: LayerConfig = ENCODER, units: str = CHAR, subsampling: int = 4,
                  conv_channels: int = 64, window: list[int] | None = (16, 16),
                  conv_kernel: int = 0, utterance_norm: bool = False,
                  decoding: Decoding = Decoding(), stream_chunk: int = 64,
@@ -91,16 +103,20 @@ class ASRModule(TaskModule):
         family = "conformer-ctc" if conv_kernel else "ctc"
         self.hparams["model"] = model or (f"{family}-full" if window is None
                                           else f"{family}-w{window[0]}-{window[1]}")
-        self.model = ASREncoder(len(VOCAB), encoder, n_mels=N_MELS, subsampling=subsampling,
-                                conv_channels=conv_channels, window=window,
+        self.model = ASREncoder(units_size(units), encoder, n_mels=N_MELS,
+                                subsampling=subsampling, conv_channels=conv_channels, window=window,
                                 conv_kernel=conv_kernel, utterance_norm=utterance_norm)
         self.register_buffer("feature_mean", torch.zeros(N_MELS))
         self.register_buffer("feature_std", torch.ones(N_MELS))
-        self.vocab = list(VOCAB)
+        # word pieces are learned in setup, or restored from a checkpoint
+        self.units: OutputUnits | None = CHAR_UNITS if units == CHAR else None
+        self._lm_texts: list[str] | None = None
         self.lm: CharNGram | None = None
         self.word_decoder: WordDecoder | None = None
+        self.general_decoder: WordDecoder | None = None
         self.metrics = torch.nn.ModuleDict()
-        decoders = ("", "_beam", "_word")  # greedy, character beam + LM, lexicon + word LM
+        # greedy, character beam + LM, lexicon + word LM of the training text / general English
+        decoders = ("", "_beam", "_word", "_general")
         for key in ("val", *(f"test_{n}{d}" for n in ("unseen", "real") for d in decoders)):
             self.metrics[key] = torch.nn.ModuleDict({"cer": CharErrorRate(),
                                                      "wer": WordErrorRate()})
@@ -114,35 +130,74 @@ class ASRModule(TaskModule):
         return {f.name: f"decoding.{f.name}" for f in fields(Decoding)}
 
     # ------------------------------------------------------------------ setup / checkpoint
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer else None
+
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        """Take the training-set statistics, learn the word pieces unless they exist (a
+        checkpoint restored after this replaces them), hand the units to the data module for
+        its targets, and keep the training transcripts for the test-time LMs."""
+        datamodule = self._datamodule()
         if datamodule is None:
             return
         if stage == "fit":
             self.feature_mean.copy_(datamodule.feature_mean)
             self.feature_std.copy_(datamodule.feature_std)
+        if self.units is None:
+            self.units = train_units(self.hparams.units, datamodule.train_texts())
+        datamodule.units = self.units
         decoding = self.decoding
-        wants_lm = decoding.beam_size and decoding.lm_order and self.lm is None
-        wants_words = (decoding.beam_size and decoding.word_lm_order
-                       and self.word_decoder is None)
-        if not (wants_lm or wants_words):
+        if decoding.beam_size and (decoding.lm_order or decoding.word_lm_order
+                                   or decoding.general_lm_order):
+            self._lm_texts = datamodule.train_texts()  # the LMs' text: training only
+
+    def on_test_start(self) -> None:
+        """Build the test-time LMs (after any checkpoint restore: the lexicon spells words in
+        the restored units)."""
+        decoding, texts = self.decoding, self._lm_texts
+        if texts is None:
             return
-        train = datamodule.train_dataloader().dataset
-        texts = [train.texts[j] for j in train.indices]  # the LMs' text: training only
-        if wants_lm:
+        if decoding.lm_order and self.lm is None:
             self.lm = CharNGram(texts, decoding.lm_order)
-        if wants_words:
-            self.word_decoder = WordDecoder(texts, self.vocab, decoding.word_lm_order,
-                                            decoding.word_beam, decoding.word_lm_weight,
-                                            decoding.word_score)
+        if decoding.word_lm_order and self.word_decoder is None:
+            self.word_decoder = WordDecoder.from_texts(
+                texts, self._units(), decoding.word_lm_order, beam=decoding.word_beam,
+                lm_weight=decoding.word_lm_weight, word_score=decoding.word_score)
+        if decoding.general_lm_order and self.general_decoder is None:
+            self.general_decoder = WordDecoder.general(
+                self._units(), decoding.general_lm_order, beam=decoding.word_beam,
+                lm_weight=decoding.general_lm_weight, word_score=decoding.general_word_score)
+
+    def _units(self) -> OutputUnits:
+        if self.units is None:
+            raise DataError(f"model.units={self.hparams.units}: no word pieces yet; they are "
+                            "learned in setup from the training transcripts or loaded from a "
+                            "checkpoint")
+        return self.units
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["vocab"] = self.vocab
+        units = self._units()
+        checkpoint["vocab"] = units.symbols
+        if units.to_str() is not None:
+            checkpoint["asr_tokenizer"] = units.to_str()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if checkpoint.get("vocab", self.vocab) != self.vocab:
+        """Restore (and check) the checkpoint's units; checkpoints from before subword units
+        are character models."""
+        spec = self.hparams.units
+        saved = checkpoint.get("hyper_parameters", {}).get("units", CHAR)
+        if saved != spec:
+            raise DataError(f"checkpoint has model.units={saved}, this model {spec}")
+        units = load_units(spec, checkpoint.get("asr_tokenizer"))
+        if checkpoint.get("vocab", units.symbols) != units.symbols:
             raise DataError(f"checkpoint vocabulary {checkpoint['vocab']} differs from this "
-                            f"code's {self.vocab}")
+                            f"code's {units.symbols}")
+        if units is not self.units:
+            # the lexicons spell in the old units
+            self.units, self.word_decoder, self.general_decoder = units, None, None
+        datamodule = self._datamodule()
+        if datamodule is not None:
+            datamodule.units = units
 
     # ------------------------------------------------------------------ training / eval
     def batch_size(self, batch: dict[str, Any]) -> int:
@@ -162,18 +217,25 @@ class ASRModule(TaskModule):
         suffix = f"_{self._test_name}" if stage == "test" else ""
         self.log(f"{stage}/loss{suffix}", loss, prog_bar=stage == "train", batch_size=n,
                  add_dataloader_idx=False)
+        if stage != "test":  # the CTC length check: such utterances teach nothing (zero loss)
+            too_short = lengths < ctc_min_frames(batch["targets"], batch["target_lengths"])
+            self.log(f"{stage}/ctc_too_short", too_short.float().mean(), batch_size=n)
         if stage == "train":
             return loss
-        hypotheses = greedy_decode(log_probs, lengths, self.vocab)
+        texts = self._units().texts
+        hypotheses = greedy_decode(log_probs, lengths, texts)
         self._score(stage + suffix, hypotheses, batch["texts"], n)
         if stage == "test":
             if self.decoding.beam_size:
                 beams = beam_decode(log_probs, lengths, self.decoding.beam_size, self.lm,
-                                    self.decoding.lm_alpha, self.decoding.lm_beta)
+                                    self.decoding.lm_alpha, self.decoding.lm_beta, texts)
                 self._score(f"test{suffix}_beam", beams, batch["texts"], n)
             if self.word_decoder is not None:
                 words = self.word_decoder(log_probs, lengths)
                 self._score(f"test{suffix}_word", words, batch["texts"], n)
+            if self.general_decoder is not None:
+                words = self.general_decoder(log_probs, lengths)
+                self._score(f"test{suffix}_general", words, batch["texts"], n)
             self._examples.setdefault(self._test_name, {
                 "features": batch["features"][:1, : batch["feature_lengths"][0]],
                 "log_probs": log_probs[0, : lengths[0]].detach(),
@@ -215,9 +277,11 @@ class ASRModule(TaskModule):
         posteriors = log_probs.float().exp().cpu()
         bottom.imshow(posteriors.T.numpy(), origin="lower", aspect="auto", cmap="magma")
         best = posteriors.argmax(-1).tolist()
+        symbols = self._units().symbols
         for t, s in enumerate(best):
             if s != BLANK_ID and (t == 0 or best[t - 1] != s):
-                bottom.text(t, s, self.vocab[s] if s != 1 else "|", color="cyan", fontsize=7)
+                label = "|" if symbols[s] == " " else symbols[s]
+                bottom.text(t, s, label, color="cyan", fontsize=7)
         bottom.set(ylabel="symbol (0 = blank)", xlabel="encoder frame",
                    title="CTC posteriors and greedy alignment")
         fig.tight_layout()
@@ -232,7 +296,8 @@ class ASRModule(TaskModule):
             log_probs = self.model.stream(features, self.hparams.stream_chunk)[None]
         else:
             log_probs, _, _ = self.model(features[None], torch.tensor([len(features)]))
-        return greedy_decode(log_probs, torch.tensor([log_probs.shape[1]]), self.vocab)[0]
+        return greedy_decode(log_probs, torch.tensor([log_probs.shape[1]]),
+                             self._units().texts)[0]
 
     def predict_inputs(self, inputs: list[str], stream: bool = False) -> list[str]:
         """``<file>\t<transcript>`` per audio file (any rate, mono or stereo); ``stream``

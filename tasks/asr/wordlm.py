@@ -1,13 +1,14 @@
-"""Lexicon beam search with a word n-gram LM: CTC emissions -> words of the training text.
+"""Lexicon beam search with a word n-gram LM: CTC emissions -> words of a lexicon.
 
 The character decoders in :mod:`tasks.asr.decode` may spell anything; here every hypothesis
-is a sequence of words from a lexicon (each word spelled in the model's characters), scored
+is a sequence of words from a lexicon (each word spelled in the model's output units), scored
 by ``log P_CTC + lm_weight * log P_LM(words) + word_score * len(words)``. A recogniser whose
 characters are a third wrong still often gets the word right when only one lexicon word
 fits the spelling and the context - this is what the classic ASR decoders (Kaldi's WFST,
 wav2letter/flashlight) do. The search itself is flashlight's (through torchaudio's
-``ctc_decoder``); the LM is written here, as an ARPA file with interpolated Witten-Bell
-smoothing, from the training transcripts only.
+``ctc_decoder``). The LM is either written here, as an ARPA file with interpolated
+Witten-Bell smoothing, from the training transcripts only, or pocketsphinx's general English
+LM (:mod:`tasks.asr.general_lm`): never one built from test transcripts.
 """
 
 from __future__ import annotations
@@ -17,12 +18,20 @@ import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor
 
 from tasks.asr.text import BLANK_ID
+from tasks.asr.units import OutputUnits
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
+_BLANK, _SILENCE = "<blank>", "|"
+
+
+def _token_name(symbol: str) -> str:
+    """A symbol as flashlight's whitespace-separated files need it: the space is ``|``."""
+    return _SILENCE if symbol == " " else symbol
 
 
 def ngram_counts(sentences: Sequence[Sequence[str]], order: int) -> dict[tuple, Counter]:
@@ -89,36 +98,58 @@ def witten_bell_arpa(sentences: Sequence[Sequence[str]], order: int = 3) -> str:
 
 
 class WordDecoder:
-    """Flashlight lexicon beam search over the words of ``texts`` with their n-gram LM.
+    """Flashlight lexicon beam search over a word list with its n-gram LM (an ARPA file).
+
+    A word is spelled as the model writes it (:meth:`OutputUnits.spell`): its characters then
+    the space, which flashlight takes as its silence token ``|``; or its word pieces, whose
+    first one marks the word start, so no silence token is needed and the blank stands in
+    for it (as in fairseq's word-piece lexicon decoding). Two vocabularies are offered:
+    :meth:`from_texts` (the training transcripts' words and their Witten-Bell LM) and
+    :meth:`general` (pocketsphinx's general English LM, :mod:`tasks.asr.general_lm`).
 
     Args:
-        texts: training transcripts (space-separated words of the model's characters).
-        vocab: the model's output symbols, blank first; ``" "`` is the word boundary.
-        order: word n-gram order.
+        words: the lexicon (each word must be in the LM's vocabulary to score).
+        arpa: the word n-gram LM, read once here.
+        units: the model's output units, blank first.
         beam: hypotheses kept per frame.
         lm_weight: weight of the LM's log-probability in a hypothesis's score.
         word_score: added per emitted word (offsets the LM's preference for few words).
     """
 
-    def __init__(self, texts: Iterable[str], vocab: Sequence[str], order: int = 3,
-                 beam: int = 50, lm_weight: float = 1.0, word_score: float = 0.0) -> None:
+    def __init__(self, words: Iterable[str], arpa: Path, units: OutputUnits, beam: int = 50,
+                 lm_weight: float = 1.0, word_score: float = 0.0) -> None:
         from torchaudio.models.decoder import ctc_decoder
 
-        sentences = [text.split() for text in texts if text.split()]
-        # flashlight reads whitespace-separated token files: the space becomes "|"
-        tokens = ["<blank>" if i == BLANK_ID else "|" if s == " " else s
-                  for i, s in enumerate(vocab)]
-        known = set(tokens)
-        words = sorted({w for s in sentences for w in s if set(w) <= known})
+        tokens = [_BLANK if i == BLANK_ID else _token_name(s) for i, s in enumerate(units.symbols)]
+        silence = _SILENCE if units.word_boundary is not None else _BLANK
+        spellings = {w: [_token_name(p) for p in units.spell(w)] for w in words}
         with tempfile.TemporaryDirectory() as tmp:
-            lexicon, lm = Path(tmp) / "lexicon.txt", Path(tmp) / "lm.arpa"
-            lexicon.write_text("".join(f"{w}\t{' '.join(w)} |\n" for w in words))
-            lm.write_text(witten_bell_arpa(sentences, order))
+            lexicon = Path(tmp) / "lexicon.txt"
+            lexicon.write_text("".join(f"{w}\t{' '.join(spellings[w])}\n"
+                                       for w in sorted(spellings)))
             self._decoder = ctc_decoder(
-                lexicon=str(lexicon), tokens=tokens, lm=str(lm), nbest=1, beam_size=beam,
-                lm_weight=lm_weight, word_score=word_score, blank_token="<blank>",
-                sil_token="|", unk_word=UNK)
-        self.words = len(words)
+                lexicon=str(lexicon), tokens=tokens, lm=str(arpa), nbest=1, beam_size=beam,
+                lm_weight=lm_weight, word_score=word_score, blank_token=_BLANK,
+                sil_token=silence, unk_word=UNK)
+        self.words = len(spellings)
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], units: OutputUnits, order: int = 3,
+                   **search: Any) -> WordDecoder:
+        """The words of ``texts`` (training transcripts) and their order-``order`` LM;
+        ``search``: the beam and weights of :class:`WordDecoder`."""
+        sentences = [text.split() for text in texts if text.split()]
+        with tempfile.TemporaryDirectory() as tmp:
+            arpa = Path(tmp) / "lm.arpa"
+            arpa.write_text(witten_bell_arpa(sentences, order))
+            return cls({w for s in sentences for w in s}, arpa, units, **search)
+
+    @classmethod
+    def general(cls, units: OutputUnits, order: int = 2, **search: Any) -> WordDecoder:
+        """pocketsphinx's general English words and LM (built once into the data cache)."""
+        from tasks.asr.general_lm import general_arpa, general_words
+
+        return cls(general_words(order), general_arpa(order), units, **search)
 
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         """Transcripts of ``(B, T, V)`` log-probs with ``(B,)`` valid lengths."""

@@ -24,6 +24,7 @@ from suite.errors import DataError, UsageError
 from tasks.asr import corpus, data
 from tasks.asr import features as af
 from tasks.asr.text import VOCAB, decode, encode, normalize, number_to_words, ordinal_words
+from tasks.asr.units import train_units
 
 pytestmark = pytest.mark.usefixtures("data_cache")
 
@@ -183,7 +184,7 @@ def test_english_voices_cover_every_engine():
     if corpus.missing_tools():
         pytest.skip(f"synthesisers not installed: {corpus.missing_tools()}")
     voices = corpus.english_voices()
-    assert {v.split(":")[0] for v in voices} == {"espeak", "flite", "festival"}
+    assert {v.split(":")[0] for v in voices} == {"espeak", "flite", "festival", "piper", "hibari"}
     assert {"flite:kal16", "flite:awb", "flite:rms", "flite:slt"} <= set(voices)
     assert {f"espeak:{a}" for a in corpus.ESPEAK_ACCENTS} <= set(voices)
     assert len(voices) > 100  # accents x variants
@@ -344,3 +345,26 @@ def test_unseen_voice_test_set_is_capped_in_corpus_order():
     assert module._split("train").indices == [0, 2, 4, 6, 8]  # other splits are not capped
     module.max_test_utterances = None
     assert module._split("test").indices == [1, 3, 5, 7, 9]
+
+
+def test_targets_are_encoded_in_the_units_the_model_hands_over():
+    """Characters until the model's setup gives its word pieces, learned from
+    :meth:`train_texts` (the training split only); then every split's targets are pieces."""
+    rows = [{"text": t, "split": split} for t, split in (
+        ("press one", "train"), ("the cat sat", "train"), ("dial zero", "val"),
+        ("hold the line", "test"))]
+    packed = data._pack([torch.zeros(20, 80) for _ in rows])
+    module = data.ASRDataModule()
+    module._synthetic = {"rows": rows, "mean": torch.zeros(80), "std": torch.ones(80), **packed}
+    assert module.train_texts() == ["press one", "the cat sat"]
+    assert module.vocab == VOCAB
+    assert module._split("val")[0][1].tolist() == encode("dial zero").tolist()
+    module.units = train_units("bpe-36", module.train_texts() * 3)
+    assert module.vocab == module.units.symbols
+    for split in ("train", "val", "test"):
+        _, targets, text = module._split(split)[0]
+        assert targets.tolist() == module.units.encode(text).tolist()
+        assert module.units.decode(targets) == text
+    batch = data.collate([module._split("train")[i] for i in range(2)])
+    assert batch["target_lengths"].tolist() == [len(module.units.encode(t)) for t in
+                                                batch["texts"]]

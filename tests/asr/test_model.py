@@ -1,5 +1,6 @@
-"""ASR model, decoding, streaming and the CLI: shapes, CTC on hand-made emissions, streaming ==
-offline, and a tiny train -> predict round trip through ``suite.cli.main``.
+"""ASR model, decoding, streaming and the CLI: shapes, CTC on hand-made emissions (characters
+and word pieces), streaming == offline, and a tiny train -> predict round trip through
+``suite.cli.main``.
 
 The CLI test writes a fake packed corpus (random features) straight into a temporary data
 cache, so it needs no synthesisers and runs in seconds.
@@ -22,12 +23,17 @@ from tasks.asr.decode import (
     CharNGram,
     beam_decode,
     collapse,
+    ctc_min_frames,
     emission_from_path,
     greedy_decode,
     prefix_beam_search,
 )
 from tasks.asr.model import ASREncoder, ConvSubsampling
 from tasks.asr.text import VOCAB, encode
+from tasks.asr.units import train_units
+
+TEXTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
+         "the cat ate the rat"]
 
 
 def _ids(text: str) -> list[int]:
@@ -38,14 +44,29 @@ def _size(depth: int = 2) -> LayerConfig:
     return LayerConfig(dim=32, depth=depth, num_heads=2, ffn_dim=64)
 
 
-@pytest.mark.parametrize("factor,receptive", [(1, 1), (2, 3), (4, 7)])
+@pytest.mark.parametrize("factor,receptive", [(1, 1), (2, 3), (4, 7), (8, 15)])
 def test_subsampling_lengths_match_the_conv_arithmetic(factor, receptive):
     sub = ConvSubsampling(80, 32, factor, channels=4)
     assert sub.receptive == receptive
-    for frames in (7, 8, 100, 101):
+    for frames in (receptive, receptive + 1, 100, 101, 317):
         out = sub(torch.randn(2, frames, 80))
         assert out.shape == (2, sub.out_length(frames), 32)
-    assert sub.out_length(100) == {1: 100, 2: 49, 4: 24}[factor]
+    assert sub.out_length(100) == {1: 100, 2: 49, 4: 24, 8: 11}[factor]
+    assert sub.out_length(receptive) == 1  # one output frame sees `receptive` input frames
+    with pytest.raises(ValueError, match="1, 2, 4 or 8"):
+        ConvSubsampling(80, 32, 16)
+
+
+def test_8x_output_frame_sees_exactly_its_15_input_frames():
+    """Output frame j of 8x subsampling depends on input frames [8j, 8j + 15) only."""
+    torch.manual_seed(3)
+    sub = ConvSubsampling(80, 16, 8, channels=4).eval()
+    features = torch.randn(1, 120, 80)
+    changed = features.clone()
+    changed[0, 40] += 5.0  # seen by output frames j with 8j <= 40 < 8j + 15: j = 4, 5
+    with torch.no_grad():
+        moved = (sub(changed) - sub(features)).abs().amax(-1)[0]  # (T',)
+    assert moved.nonzero().flatten().tolist() == [4, 5]
 
 
 @pytest.mark.parametrize("window,conv_kernel,utterance_norm",
@@ -106,9 +127,82 @@ def test_character_lm_is_normalised_and_steers_the_beam():
     assert prefix_beam_search(emission, beam=8, lm=lm, alpha=1.0, beta=0.0) == "cat"
 
 
+def _piece_path(ids: list[int]) -> list[int]:
+    """A frame path: each piece once, a blank after each."""
+    path = []
+    for piece in ids:
+        path += [piece, 0]
+    return path
+
+
+def test_greedy_and_beam_with_the_character_lm_over_word_pieces():
+    """Pieces write their text (a word start writes the space before it); the character LM
+    scores a piece's characters in turn, so it picks "rat" over the acoustically likelier
+    piece sequence "rog" that no training text contains."""
+    units = train_units("bpe-40", TEXTS * 5)
+    text = "the cat ate the rat"
+    path = _piece_path(units.encode(text).tolist())
+    at, og = units.symbols.index("at"), units.symbols.index("og")
+    assert path[-2] == at and units.texts[units.symbols.index("\u2581cat")] == " cat"
+    emission = emission_from_path(path, len(units))
+    frames = torch.tensor([len(path)])
+    assert greedy_decode(emission[None], frames, units.texts) == [text]
+    assert beam_decode(emission[None], frames, beam=4, vocab=units.texts) == [text]
+    probs = emission.exp()
+    probs[-2, at], probs[-2, og] = 0.45, 0.5
+    ambiguous = probs.log()
+    assert greedy_decode(ambiguous[None], frames, units.texts) == ["the cat ate the rog"]
+    assert prefix_beam_search(ambiguous, beam=8, vocab=units.texts) == "the cat ate the rog"
+    lm = CharNGram(TEXTS, order=4)
+    assert prefix_beam_search(ambiguous, beam=8, lm=lm, alpha=1.0, beta=0.0,
+                              vocab=units.texts) == text
+
+
+def test_ctc_min_frames_counts_a_blank_between_repeats():
+    targets = torch.tensor([[3, 3, 4, 4, 4], [5, 6, 5, 0, 0], [7, 7, 0, 0, 0]])
+    lengths = torch.tensor([5, 3, 1])  # the last one's padding repeats the label: not counted
+    assert ctc_min_frames(targets, lengths).tolist() == [5 + 3, 3, 1]
+
+
+def test_word_pieces_fit_8x_frames_where_characters_do_not():
+    """Spoken at 16 characters a second (a rate set here), 8x subsampling leaves 12.5 frames
+    a second: too few for character CTC, enough for word pieces."""
+    units = train_units("bpe-50", TEXTS * 5)
+    sub = ConvSubsampling(80, 16, 8, channels=4)
+    for text in TEXTS:
+        frames = int(sub.out_length(round(100 * len(text) / 16)))  # 10 ms input frames
+        as_chars, as_pieces = encode(text)[None], units.encode(text)[None]
+        assert frames < ctc_min_frames(as_chars, torch.tensor([as_chars.shape[1]]))
+        assert frames >= ctc_min_frames(as_pieces, torch.tensor([as_pieces.shape[1]]))
+
+
+def test_tiny_word_piece_model_forward_and_ctc_loss():
+    """A bpe-40 model at 8x: log-probs over its 40 outputs, a finite CTC loss on the data
+    module's piece targets, and gradients that reach the subsampling convolutions."""
+    from tasks.asr.module import ASRModule
+
+    torch.manual_seed(4)
+    module = ASRModule(encoder=_size(), units="bpe-40", subsampling=8, conv_channels=4)
+    module.units = train_units("bpe-40", TEXTS * 5)
+    packed = data._pack([torch.randn(300 + 40 * i, 80) for i in range(len(TEXTS))])
+    dataset = data.FeatureDataset(packed, TEXTS, list(range(len(TEXTS))), torch.zeros(80),
+                                  torch.ones(80), units=module.units)
+    batch = data.collate([dataset[i] for i in range(len(TEXTS))])
+    assert batch["targets"][0, : batch["target_lengths"][0]].tolist() == \
+        module.units.encode(TEXTS[0]).tolist()
+    log_probs, lengths, _ = module.model(batch["features"], batch["feature_lengths"])
+    assert log_probs.shape == (4, int(lengths.max()), 40)
+    assert (lengths >= ctc_min_frames(batch["targets"], batch["target_lengths"])).all()
+    loss = module.step(batch, "train")
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    assert module.model.subsample.conv[0].weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("subsampling,window,conv_kernel,utterance_norm",
                          [(4, (3, 2), 0, False), (2, (4, 0), 0, False), (1, (2, 2), 0, False),
-                          (4, (3, 2), 5, True), (2, (4, 0), 7, False)])
+                          (4, (3, 2), 5, True), (2, (4, 0), 7, False), (8, (3, 2), 0, False),
+                          (8, (4, 0), 5, True)])
 def test_streaming_equals_offline(subsampling, window, conv_kernel, utterance_norm):
     torch.manual_seed(1)
     model = ASREncoder(len(VOCAB), _size(depth=3), subsampling=subsampling, conv_channels=4,
@@ -162,9 +256,14 @@ def fake_corpus(planted):
     planted.add(root / "features.pt")
 
 
-def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
+@pytest.mark.parametrize("units", [[], ["--model.units=bpe-40", "--model.subsampling=8"]],
+                         ids=["char", "bpe-8x"])
+def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys, units):
+    """Word pieces are learned from the training split in setup, travel in the checkpoint and
+    serve test (its lexicons too: the training text's and the general English one) and
+    predict without the corpus."""
     config = "configs/asr/quick.yaml"
-    code = main(["train", "asr", "-c", config, "--trainer.max_steps=2",
+    code = main(["train", "asr", "-c", config, *units, "--trainer.max_steps=2",
                  "--trainer.val_check_interval=2", "--trainer.limit_test_batches=1",
                  "--trainer.precision=32-true", "--model.encoder.depth=1",
                  "--model.encoder.dim=32", "--model.encoder.num_heads=2",
@@ -178,10 +277,13 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys):
     run_dir = tmp_path / "runs" / "asr" / "adhoc" / "t"
     metrics = (run_dir / "summary.json").read_text()
     for key in ("test/cer_unseen", "test/wer_unseen", "test/cer_unseen_beam",
-                "test/wer_unseen_word"):
+                "test/wer_unseen_word", "test/wer_unseen_general"):
         assert key in metrics
     assert (run_dir / "media" / "test_ctc_alignment_unseen.png").is_file()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)
+    assert len(saved["vocab"]) == (40 if units else len(VOCAB))
+    assert ("asr_tokenizer" in saved) == bool(units)
     wav = tmp_path / "tone.wav"
     t = np.arange(24_000) / 48_000
     sf.write(wav, np.stack([0.3 * np.sin(2 * np.pi * 300 * t)] * 2, 1), 48_000)

@@ -1,5 +1,6 @@
 """Word LM decoding: the ARPA file is the interpolated Witten-Bell model (normalised, with
-back-off read the standard way), and the lexicon search turns misspelt paths into words."""
+back-off read the standard way), and the lexicon search turns misspelt paths into words, with
+words spelled in characters or in word pieces."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from tasks.asr.decode import emission_from_path
 from tasks.asr.text import VOCAB
+from tasks.asr.units import CHAR_UNITS, train_units
 from tasks.asr.wordlm import BOS, UNK, WordDecoder, witten_bell_arpa
 
 TEXTS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
@@ -64,7 +66,25 @@ def spelled(text: str) -> list[int]:
 
 
 def test_lexicon_search_snaps_a_misspelt_path_to_training_words():
-    decoder = WordDecoder(TEXTS, VOCAB, order=3, beam=20, lm_weight=1.0)
+    decoder = WordDecoder.from_texts(TEXTS, CHAR_UNITS, order=3, beam=20, lm_weight=1.0)
     emission = emission_from_path(spelled("the cot sat on the mot"), confidence=0.6)[None]
     assert decoder(emission, torch.tensor([emission.shape[1]])) == ["the cat sat on the mat"]
     assert decoder.words == 11
+
+
+def test_lexicon_of_word_pieces_snaps_misspelt_and_resegmented_paths():
+    """Each word is spelled as its pieces (no silence token): a path whose pieces spell a
+    word outside the lexicon ("rot", "dug", cut into other pieces than the tokenizer's) comes
+    out as the training words the LM expects."""
+    units = train_units("bpe-40", TEXTS * 5)
+    decoder = WordDecoder.from_texts(TEXTS, units, order=3, beam=20, lm_weight=1.0)
+    assert decoder.words == 11
+    for heard, meant in (("the cat ate the rot", "the cat ate the rat"),
+                         ("a cat and a dug", "a cat and a dog")):
+        path = []
+        for piece in units.encode(heard).tolist():
+            path += [piece, 0]
+        emission = emission_from_path(path, len(units), confidence=0.6)[None]
+        # more pieces than the word meant: not one substitution, a different segmentation
+        assert len(units.spell(heard.split()[-1])) > len(units.spell(meant.split()[-1]))
+        assert decoder(emission, torch.tensor([emission.shape[1]])) == [meant]
