@@ -118,7 +118,7 @@ def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
         rows = [row for row in earlier if row.get("stage") == stage["name"]
                 and row.get("fingerprint") == stage_fingerprint(stage)]
         if rows:
-            kept[stage["name"]] = rows
+            kept[stage["unit"]] = rows
     return kept
 
 
@@ -178,16 +178,17 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
     experiment = runs_folder(name, quick)
     out_dir = paths.report_dir(name, quick)
     planned, stages = plan_runs(spec, quick), plan_stages(spec, quick)
-    units = [run["name"] for run in planned] + [stage["name"] for stage in stages]
-    unknown = sorted(set(only or []) - set(units) - {run["group"] for run in planned})
+    units = [run["name"] for run in planned] + [stage["unit"] for stage in stages]
+    groups = {run["group"] for run in planned} | {stage["name"] for stage in stages}
+    unknown = sorted(set(only or []) - set(units) - groups)
     if unknown:
         raise UsageError(f"--only {' '.join(unknown)}: no such run, run group or stage in "
                          f"{name}; expected some of: {', '.join(units)}")
     chosen = [run for run in planned if not only or run["name"] in only or run["group"] in only]
     trained = execute_all(chosen, experiment, paths.ROOT / "runs", force, jobs)
     fresh = {unit: [row] for unit, row in trained.items()}
-    fresh.update({stage["name"]: run_stage(stage, experiment) for stage in stages
-                  if not only or stage["name"] in only})
+    fresh.update({stage["unit"]: run_stage(stage, experiment) for stage in stages
+                  if not only or stage["name"] in only or stage["unit"] in only})
     earlier = carried_over(planned, stages, out_dir / "results.json") if only and not quick else {}
     by_unit = {**earlier, **fresh}
     command = f"suite experiment {name}" + (" --quick" if quick else "")

@@ -20,8 +20,9 @@ and makes their fingerprints part of its own, e.g. with
 ``overrides: {data.pretrained: "{runs}/pretrain-s0/checkpoints/last.ckpt"}``.
 A **stage** is a function ``(**params) -> list[row]`` that adds rows
 which are not training runs (peers, baselines, speed and memory measurements) in the
-results-file format; ``quick`` parameters replace ``params`` under ``--quick``. An experiment
-may consist of stages only (a benchmark).
+results-file format; ``quick`` parameters replace ``params`` under ``--quick``; ``each: runs``
+calls it once per element of its ``runs`` list (:func:`plan_stages`). An experiment may consist
+of stages only (a benchmark).
 
 Both carry a **fingerprint** of what their rows depend on besides code, so rows measured by an
 earlier invocation are reused only while it is unchanged. A stage that measures a head's model
@@ -103,10 +104,27 @@ def plan_runs(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
 
 
 def plan_stages(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
-    """Each declared stage with the parameters it is called with (``quick`` ones if quick)."""
-    return [{"name": stage["name"], "function": stage["function"],
-             "params": {**stage.get("params", {}), **(stage.get("quick", {}) if quick else {})}}
-            for stage in spec.get("stages", [])]
+    """Each declared stage with the parameters it is called with (``quick`` ones if quick).
+
+    A stage with ``each: <param>`` (a list parameter, e.g. the runs it measures) becomes one
+    stage per element, called with that element alone and fingerprinted alone, so adding a
+    run to the list measures the new run only and keeps the others' rows. Each part's
+    ``unit`` (``name:element``) is what ``--only`` may name besides the stage's name."""
+    planned = []
+    for stage in spec.get("stages", []):
+        params = {**stage.get("params", {}), **(stage.get("quick", {}) if quick else {})}
+        base = {"name": stage["name"], "function": stage["function"]}
+        each = stage.get("each")
+        if each is None:
+            planned.append({**base, "unit": stage["name"], "params": params})
+            continue
+        if not isinstance(params.get(each), list):
+            raise UsageError(f"stage {stage['name']}: each: {each} names no list parameter; "
+                             f"expected one of {sorted(params)}")
+        planned += [{**base, "unit": f"{stage['name']}:{value}",
+                     "params": {**params, each: [value]}}
+                    for value in params[each]]
+    return planned
 
 
 def fingerprint(run: dict[str, Any]) -> str:

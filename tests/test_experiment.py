@@ -442,3 +442,37 @@ def test_a_partial_quick_report_names_the_quick_command():
     assert "`suite experiment demo --quick` runs them" in text
     results["command"] = "suite experiment demo --only a"
     assert "`suite experiment demo` runs them" in "\n".join(_header({"name": "demo"}, results))
+
+
+def test_a_stage_for_each_run_measures_only_the_runs_it_lacks(tmp_path, monkeypatch):
+    each = {**STAGED, "stages": [{"name": "peer", "function": "somewhere.peer_rows",
+                                  "each": "runs", "params": {"runs": ["x", "y"]}}]}
+    calls: list[str] = []
+    _staged(tmp_path, monkeypatch, each)
+
+    def peer_rows(runs: list[str]) -> list[dict]:
+        calls.append(f"peer {runs}")
+        return [{"name": f"peer-{run}", "group": "peer", "metrics": {}} for run in runs]
+
+    monkeypatch.setattr(experiment, "load_function", {"somewhere.peer_rows": peer_rows}.get)
+    experiment.run_experiment("demo")
+    assert calls == ["peer ['x']", "peer ['y']"]  # one call per run
+    grown = {**each, "stages": [{**each["stages"][0], "params": {"runs": ["x", "y", "z"]}}]}
+    _staged(tmp_path, monkeypatch, grown)
+    monkeypatch.setattr(experiment, "load_function", {"somewhere.peer_rows": peer_rows}.get)
+    calls.clear()
+    out = experiment.run_experiment("demo", only=["peer:z"])  # one part by its unit
+    assert calls == ["peer ['z']"]
+    assert _rows(out) == [("a-s0", None), ("peer-x", "peer"), ("peer-y", "peer"),
+                          ("peer-z", "peer")]  # x and y carried over
+    calls.clear()
+    experiment.run_experiment("demo", only=["peer"])  # the stage's name: every part
+    assert calls == ["peer ['x']", "peer ['y']", "peer ['z']"]
+
+
+def test_each_must_name_a_list_parameter():
+    from suite.spec import plan_stages
+
+    spec = {**STAGED, "stages": [{**STAGED["stages"][0], "each": "n"}]}
+    with pytest.raises(UsageError, match="each: n names no list parameter"):
+        plan_stages(spec, quick=False)
