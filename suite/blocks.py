@@ -188,15 +188,28 @@ class TransformerEncoder(nn.Module):
         """``x`` ``(B, T, D)`` under one mask, or one mask per layer (a list; e.g. per-layer
         edge vectors). Returns the output ``(B, T, D)`` and each layer's weights (empty unless
         asked)."""
+        x, maps = self.run_layers(x, mask, need_weights=need_weights)
+        return self.norm(x), maps
+
+    def run_layers(self, x: Tensor, mask: AttentionMask | list[AttentionMask] | None = None,
+                   start: int = 0, stop: int | None = None, need_weights: bool = False
+                   ) -> tuple[Tensor, list[Tensor]]:
+        """Layers ``start`` up to ``stop`` (all by default) with their extra modules, without
+        the final norm: a caller may read a middle layer's output on the way (intermediate
+        CTC) and go on from it, in one pass. ``mask`` as in :meth:`forward`."""
         masks = mask if isinstance(mask, list) else [mask] * len(self.layers)
+        if len(masks) != len(self.layers):
+            raise ValueError(f"one mask per layer: got {len(masks)} masks for "
+                             f"{len(self.layers)} layers")
+        stop = len(self.layers) if stop is None else stop
         maps = []
-        for i, (layer, layer_mask) in enumerate(zip(self.layers, masks, strict=True)):
-            x, weights = layer(x, layer_mask, need_weights)
+        for i in range(start, stop):
+            x, weights = self.layers[i](x, masks[i], need_weights)
             if self.extras is not None:
-                x = self.extras[i](x, layer_mask)
+                x = self.extras[i](x, masks[i])
             if weights is not None:
                 maps.append(weights)
-        return self.norm(x), maps
+        return x, maps
 
 
 class TransformerDecoder(nn.Module):

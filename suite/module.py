@@ -307,11 +307,18 @@ class TaskModule(pl.LightningModule, abc.ABC):
         return [{"params": decay, "weight_decay": self.hparams.weight_decay},
                 {"params": no_decay, "weight_decay": 0.0}]
 
+    def warmup_length(self) -> int:
+        """Optimiser steps of learning-rate warmup: ``warmup_steps``, else ``warmup_fraction``
+        of the fit's estimated steps (needs the trainer)."""
+        hp = self.hparams
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        return hp.warmup_steps or int(hp.warmup_fraction * total)
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = hp.warmup_steps or int(hp.warmup_fraction * total)
+        warmup = self.warmup_length()
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(
             s, hp.schedule, warmup, total, hp.min_lr_ratio, self._time_budget_used()))
         return {"optimizer": optimizer,

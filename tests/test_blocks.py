@@ -176,3 +176,15 @@ def test_layers_load_checkpoints_with_the_former_norm_names(layer, renames):
     wrapped = torch.nn.Sequential(layer)  # keys below a prefix, as inside a model
     wrapped.load_state_dict({f"0.{k}": v for k, v in former.items()})
     assert all(torch.equal(v, layer.state_dict()[k]) for k, v in state.items())
+
+
+def test_run_layers_in_two_parts_is_the_whole_stack_without_the_norm() -> None:
+    torch.manual_seed(0)
+    encoder = TransformerEncoder(LayerConfig(dim=16, depth=3, num_heads=2, ffn_dim=32,
+                                             dropout=0.0)).eval()
+    x = torch.randn(2, 5, 16)
+    middle, _ = encoder.run_layers(x, stop=1)
+    rest, _ = encoder.run_layers(middle, start=1)
+    whole, _ = encoder(x)
+    torch.testing.assert_close(encoder.norm(rest), whole)
+    torch.testing.assert_close(middle, encoder.layers[0](x, None)[0])

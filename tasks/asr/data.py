@@ -26,15 +26,13 @@ import json
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torchaudio
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from suite import cache
 from suite.cache import State, worst
@@ -46,9 +44,9 @@ from suite.data import (
     load_built,
     single_thread,
 )
-from suite.data import pad_sequences as pad
 from suite.errors import DataError, UsageError
 from tasks.asr import corpus
+from tasks.asr.batching import BatchSpecAugment, FrameBudgetSampler, collate, spec_augment_masks
 from tasks.asr.features import N_MELS, SAMPLE_RATE, load_audio, log_mel
 from tasks.asr.text import normalize
 from tasks.asr.units import CHAR_UNITS, OutputUnits
@@ -227,17 +225,7 @@ def load_asterisk() -> dict:
     return payload
 
 
-# ----------------------------------------------------------------------------- batching
-
-
-def spec_augment_masks(freq_masks: int = 2, freq_width: int = 27, time_masks: int = 2,
-                       time_width: int = 40) -> torch.nn.Sequential:
-    """SpecAugment's masking (torchaudio): ``freq_masks`` bands of up to ``freq_width`` mel
-    bins and ``time_masks`` spans of up to ``time_width`` frames (each at most 20% of the
-    utterance). The defaults are the LibriSpeech "LD" policy."""
-    freq, time = torchaudio.transforms.FrequencyMasking, torchaudio.transforms.TimeMasking
-    return torch.nn.Sequential(*[freq(freq_width) for _ in range(freq_masks)],
-                               *[time(time_width, p=0.2) for _ in range(time_masks)])
+# ----------------------------------------------------------------------------- data sets
 
 
 class FeatureDataset(Dataset):
@@ -267,57 +255,6 @@ class FeatureDataset(Dataset):
         return x, self.units.encode(self.texts[j]), self.texts[j]
 
 
-def collate(items: list[tuple[torch.Tensor, torch.Tensor, str]]) -> dict:
-    """Pad a list of utterances into the batch dict every ASR model consumes."""
-    features, feature_lengths = pad([f for f, _, _ in items])
-    targets, target_lengths = pad([t for _, t, _ in items])
-    return {"features": features, "feature_lengths": feature_lengths, "targets": targets,
-            "target_lengths": target_lengths, "texts": [s for _, _, s in items]}
-
-
-class FrameBudgetSampler(Sampler[list[int]]):
-    """Length-sorted buckets of at most ``max_frames`` padded frames per batch.
-
-    Sorting keeps padding (wasted CPU) small; batch order is shuffled each epoch from
-    ``seed + epoch`` when ``shuffle``. Under torch.distributed each rank takes every
-    world-size-th batch, truncated so all ranks run the same number of steps.
-    """
-
-    def __init__(self, lengths: list[int], max_frames: int, shuffle: bool, seed: int) -> None:
-        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-        self.batches: list[list[int]] = []
-        batch: list[int] = []
-        for i in order:
-            if batch and (len(batch) + 1) * lengths[i] > max_frames:
-                self.batches.append(batch)
-                batch = []
-            batch.append(i)
-        if batch:
-            self.batches.append(batch)
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _mine(self) -> list[list[int]]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self.batches
-        world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return self.batches[: len(self.batches) // world * world][rank::world]
-
-    def __len__(self) -> int:
-        return len(self._mine())
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._mine()
-        if self.shuffle:
-            perm = torch.randperm(len(batches),
-                                  generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            batches = [batches[i] for i in perm]
-        self.epoch += 1
-        yield from batches
-
-
 class ASRDataModule(pl.LightningDataModule):
     """Synthetic-voice training, and two test sets: unseen synthetic voices, real speech.
 
@@ -326,8 +263,14 @@ class ASRDataModule(pl.LightningDataModule):
     (1 frame = 10 ms), so short utterances share a batch and a long one goes alone.
     ``seed`` orders the batches; ``corpus_seed`` picks the synthesized corpus, kept apart so
     runs over several seeds share one corpus instead of rendering one each.
+    ``sorted_first_epoch`` (SortaGrad) runs epoch 0's training batches shortest-first and
+    shuffles them from epoch 1 on (:class:`tasks.asr.batching.EpochOrder`).
     ``spec_augment`` masks training features; ``freq_masks``/``freq_width`` and
     ``time_masks``/``time_width`` set its policy (:func:`spec_augment_masks`).
+    ``spec_augment_ramp`` > 0 ramps it in: no masks during the model's learning-rate warmup,
+    then widths growing linearly to the policy's over that many optimiser steps, applied to
+    the padded batch in the training step (:attr:`batch_augment`); 0 masks each utterance in
+    the data set at full width from the first step.
     ``max_test_utterances`` caps the unseen-voice test set (the first of the held-out voices'
     utterances, in the corpus's seeded random order) so scoring time does not grow with the
     corpus; null keeps them all.
@@ -340,14 +283,24 @@ class ASRDataModule(pl.LightningDataModule):
                  max_frames: int = 12000, spec_augment: bool = True, freq_masks: int = 2,
                  freq_width: int = 27, time_masks: int = 2, time_width: int = 40,
                  num_workers: int = 0, seed: int = 0, corpus_seed: int = 0,
-                 max_test_utterances: int | None = 1000) -> None:
+                 max_test_utterances: int | None = 1000, sorted_first_epoch: bool = False,
+                 spec_augment_ramp: int = 0) -> None:
         super().__init__()
+        if spec_augment_ramp < 0:
+            raise UsageError(f"data.spec_augment_ramp must be >= 0 optimiser steps (0 = no "
+                             f"ramp), got {spec_augment_ramp}")
         self.save_hyperparameters()
+        self.sorted_first_epoch = sorted_first_epoch
         self.max_test_utterances = max_test_utterances
         self.corpus_size, self.test_set, self.max_frames = corpus_size, test_set, max_frames
         self.num_workers, self.seed = num_workers, seed
+        ramped = spec_augment and spec_augment_ramp > 0
         self.masks = (spec_augment_masks(freq_masks, freq_width, time_masks, time_width)
-                      if spec_augment else None)
+                      if spec_augment and not ramped else None)
+        self.batch_augment = (BatchSpecAugment(freq_masks, freq_width, time_masks, time_width,
+                                               spec_augment_ramp) if ramped else None)
+        """SpecAugment the training step applies to each padded batch (ramped); None when
+        off or masked per utterance in the data set."""
         self.corpus_seed = corpus_seed
         self.units: OutputUnits = CHAR_UNITS
         self._synthetic: dict | None = None
@@ -395,7 +348,8 @@ class ASRDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: FeatureDataset, shuffle: bool) -> DataLoader:
         lengths = [dataset.length(i) for i in range(len(dataset))]
-        sampler = FrameBudgetSampler(lengths, self.max_frames, shuffle, self.seed)
+        sampler = FrameBudgetSampler(lengths, self.max_frames, shuffle, self.seed,
+                                     self.sorted_first_epoch)
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)

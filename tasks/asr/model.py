@@ -24,6 +24,13 @@ attention mixes frames by content, a depthwise convolution by fixed local offset
 formant transitions and co-articulation a character's frames share. It adds ``(k - 1) / 2``
 frames of context a side per layer (``k - 1`` left, none right, when the window looks no
 frame ahead), which :meth:`ASREncoder.context` counts for streaming.
+
+For training, **intermediate CTC** (InterCTC, Lee & Watanabe 2021) can read a middle layer
+too (:meth:`ASREncoder.forward_inter`): the same final LayerNorm and output projection applied
+to that layer's output give a second set of CTC log-probabilities, so the lower layers learn to
+predict the units themselves. The projection is shared, as in the paper: the middle layer must
+then speak the final layer's output space (the regularisation sought), and no parameter is
+added, so checkpoints keep their layout. Inference reads the final layer only.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from torch import Tensor, nn
 
 from suite.attention import AttentionMask
 from suite.blocks import LayerConfig, TransformerEncoder, rename_on_load
+from suite.errors import UsageError
 from suite.positional import RotaryEmbedding
 
 
@@ -131,15 +139,22 @@ class ASREncoder(nn.Module):
             normalised) features first - cepstral mean normalisation: a fixed channel (a
             microphone, a telephone line) adds a constant to every log-mel frame, which this
             removes.
+        inter_layer: the encoder layer (1 .. depth - 1) whose output :meth:`forward_inter`
+            also projects to CTC log-probabilities; None for none.
     """
 
     def __init__(self, vocab_size: int, encoder: LayerConfig, *, n_mels: int = 80,
                  subsampling: int = 4, conv_channels: int = 64,
                  window: tuple[int, int] | None = (16, 16), conv_kernel: int = 0,
-                 utterance_norm: bool = False) -> None:
+                 utterance_norm: bool = False, inter_layer: int | None = None) -> None:
         super().__init__()
         if conv_kernel and conv_kernel % 2 == 0:
             raise ValueError(f"conv_kernel must be odd (or 0 for none), got {conv_kernel}")
+        if inter_layer is not None and not 1 <= inter_layer < encoder.depth:
+            raise UsageError(f"model.inter_ctc_layer must be a middle layer, 1 to "
+                             f"{encoder.depth - 1} of the encoder's {encoder.depth}, or null; "
+                             f"got {inter_layer}")
+        self.inter_layer = inter_layer
         dim = encoder.dim
         self.subsample = ConvSubsampling(n_mels, dim, subsampling, conv_channels)
         self.dropout = nn.Dropout(encoder.dropout)
@@ -159,19 +174,40 @@ class ASREncoder(nn.Module):
                               r"convs\.": "encoder.extras.",
                               r"norm\.": "encoder.norm."})
 
-    def forward(self, features: Tensor, lengths: Tensor, need_weights: bool = False
-                ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Returns log-probs ``(B, T', V)`` (float32), their lengths ``(B,)`` and, if asked,
-        each layer's attention weights ``(B, H, T', T')``."""
+    def _embed(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, AttentionMask]:
+        """Features ``(B, T, n_mels)`` -> encoder input ``(B, T', D)``, its lengths ``(B,)``
+        and the attention mask over them."""
         if self.utterance_norm:
             frames = valid_frames(lengths.to(features.device), features.shape[1])  # (B, T, 1)
             mean = (features * frames).sum(1, keepdim=True) / frames.sum(1, keepdim=True)
             features = (features - mean) * frames
         x = self.dropout(self.subsample(features))  # (B, T', D)
         out_lengths = self.subsample.out_length(lengths).clamp(min=1)
-        mask = AttentionMask(key_lengths=out_lengths, window=self.window)
+        return x, out_lengths, AttentionMask(key_lengths=out_lengths, window=self.window)
+
+    def _log_probs(self, x: Tensor) -> Tensor:
+        """Encoder output ``(..., D)`` -> float32 CTC log-probabilities ``(..., V)``."""
+        return self.head(x).float().log_softmax(-1)
+
+    def forward(self, features: Tensor, lengths: Tensor, need_weights: bool = False
+                ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Returns log-probs ``(B, T', V)`` (float32), their lengths ``(B,)`` and, if asked,
+        each layer's attention weights ``(B, H, T', T')``."""
+        x, out_lengths, mask = self._embed(features, lengths)
         x, maps = self.encoder(x, mask, need_weights)
-        return self.head(x).float().log_softmax(-1), out_lengths, maps
+        return self._log_probs(x), out_lengths, maps
+
+    def forward_inter(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One pass for intermediate CTC: the final log-probs ``(B, T', V)``, those of layer
+        :attr:`inter_layer`'s output through the same final norm and head ``(B, T', V)``, and
+        their lengths ``(B,)``."""
+        if self.inter_layer is None:
+            raise UsageError("forward_inter needs model.inter_ctc_layer (a middle layer)")
+        x, out_lengths, mask = self._embed(features, lengths)
+        middle, _ = self.encoder.run_layers(x, mask, stop=self.inter_layer)
+        x, _ = self.encoder.run_layers(middle, mask, start=self.inter_layer)
+        norm = self.encoder.norm
+        return self._log_probs(norm(x)), self._log_probs(norm(middle)), out_lengths
 
     def context(self) -> tuple[int, int]:
         """Encoder frames of left/right context that fix one output frame: each of the L
@@ -205,5 +241,5 @@ class ASREncoder(nn.Module):
             piece = features[sub.factor * lo: sub.factor * (hi - 1) + sub.receptive]
             x = sub(piece[None])  # (1, hi - lo, D)
             x, _ = self.encoder(x, AttentionMask(window=self.window))
-            outputs.append(self.head(x[0, start - lo: end - lo]).float().log_softmax(-1))
+            outputs.append(self._log_probs(x[0, start - lo: end - lo]))
         return torch.cat(outputs)

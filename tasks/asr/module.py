@@ -4,6 +4,10 @@ and ``predict`` (offline or streaming) on a user's audio files.
 The checkpoint carries everything predict needs without a data module: the training-set
 feature mean/std (buffers), the output units' symbols (``vocab``, checked on load) and, for
 word pieces, their tokenizer (``asr_tokenizer``), learned from the training transcripts.
+
+Two training-only options of the recipe live here: intermediate CTC (``inter_ctc_layer``, the
+loss ``(1 - w) * CTC_final + w * CTC_inter``) and, when the data module ramps SpecAugment in
+(``data.spec_augment_ramp``), masking each padded batch at the width the global step gives.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torch import Tensor
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from suite.blocks import LayerConfig
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 from suite.logging import log_figure, log_table
 from suite.module import Stage, TaskModule, tsv_field
 from tasks.asr.decode import CharNGram, beam_decode, ctc_min_frames, greedy_decode
@@ -86,6 +90,12 @@ class ASRModule(TaskModule):
             normalisation) after the global normalisation.
         decoding: the test-time decoders beside greedy (:class:`Decoding`).
         stream_chunk: encoder frames per chunk for ``predict --stream``.
+        inter_ctc_layer: intermediate CTC (InterCTC, Lee & Watanabe 2021) on the output of this
+            encoder layer (1 to depth - 1), through the final norm and output projection (shared,
+            :mod:`tasks.asr.model`); training only, logged as ``train/ctc_inter`` beside
+            ``train/ctc_final``. Null for none.
+        inter_ctc_weight: its weight ``w`` in the training loss
+            ``(1 - w) * CTC_final + w * CTC_inter`` (used only with ``inter_ctc_layer``).
         model: the run's model name (default from the window and the convolution, e.g.
             ``ctc-w16-16``, ``conformer-ctc-full``).
     The optimiser arguments are :class:`suite.module.TaskModule`'s.
@@ -95,8 +105,11 @@ class ASRModule(TaskModule):
                  conv_channels: int = 64, window: list[int] | None = (16, 16),
                  conv_kernel: int = 0, utterance_norm: bool = False,
                  decoding: Decoding = Decoding(), stream_chunk: int = 64,
-                 model: str | None = None, **kwargs: Any) -> None:
+                 model: str | None = None, inter_ctc_layer: int | None = None,
+                 inter_ctc_weight: float = 0.3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if not 0.0 <= inter_ctc_weight <= 1.0:
+            raise UsageError(f"model.inter_ctc_weight must be in [0, 1], got {inter_ctc_weight}")
         self.decoding = decoding
         window = tuple(window) if window is not None else None
         self.hparams["window"] = list(window) if window is not None else None
@@ -105,7 +118,8 @@ class ASRModule(TaskModule):
                                           else f"{family}-w{window[0]}-{window[1]}")
         self.model = ASREncoder(units_size(units), encoder, n_mels=N_MELS,
                                 subsampling=subsampling, conv_channels=conv_channels, window=window,
-                                conv_kernel=conv_kernel, utterance_norm=utterance_norm)
+                                conv_kernel=conv_kernel, utterance_norm=utterance_norm,
+                                inter_layer=inter_ctc_layer)
         self.register_buffer("feature_mean", torch.zeros(N_MELS))
         self.register_buffer("feature_std", torch.ones(N_MELS))
         # word pieces are learned in setup, or restored from a checkpoint
@@ -122,6 +136,7 @@ class ASRModule(TaskModule):
                                                      "wer": WordErrorRate()})
         self._test_name = "unseen"
         self._examples: dict[str, dict[str, Any]] = {}
+        self._ramp_start = 0  # the optimiser step SpecAugment's ramp starts at (on_train_start)
 
     @classmethod
     def legacy_renames(cls, settings: Mapping[str, Any]) -> dict[str, str | None]:
@@ -203,16 +218,50 @@ class ASRModule(TaskModule):
     def batch_size(self, batch: dict[str, Any]) -> int:
         return batch["features"].shape[0]
 
+    def on_train_start(self) -> None:
+        """SpecAugment's ramp starts where the learning-rate warmup ends (the same count of
+        steps the optimiser warms up over)."""
+        self._ramp_start = self.warmup_length()
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        """Mask the padded batch first when the data module ramps SpecAugment in
+        (:attr:`tasks.asr.data.ASRDataModule.batch_augment`); the scale is logged."""
+        augment = getattr(self._datamodule(), "batch_augment", None)
+        if augment is not None:
+            scale = augment.ramp(self.global_step, self._ramp_start)
+            features = augment(batch["features"], batch["feature_lengths"], scale)
+            batch = {**batch, "features": features}
+            self.log("train/spec_augment_scale", scale, batch_size=self.batch_size(batch))
+        return super().training_step(batch, batch_idx)
+
+    def _ctc(self, log_probs: Tensor, lengths: Tensor, batch: dict[str, Any]) -> Tensor:
+        # ctc_loss wants (T, B, V); "mean" divides each utterance's loss by its target length.
+        return F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
+                          batch["target_lengths"], blank=BLANK_ID, zero_infinity=True)
+
+    def _inter_ctc_loss(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        """InterCTC's training loss ``(1 - w) * CTC_final + w * CTC_inter`` (both parts
+        logged), with the final log-probs and their lengths."""
+        final, middle, lengths = self.model.forward_inter(batch["features"],
+                                                          batch["feature_lengths"])
+        ctc_final, ctc_inter = self._ctc(final, lengths, batch), self._ctc(middle, lengths, batch)
+        n = self.batch_size(batch)
+        self.log("train/ctc_final", ctc_final, batch_size=n)
+        self.log("train/ctc_inter", ctc_inter, batch_size=n)
+        weight = self.hparams.inter_ctc_weight
+        return final, lengths, (1 - weight) * ctc_final + weight * ctc_inter
+
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         test_set = self.trainer.datamodule.test_set if self.trainer.datamodule else "all"
         self._test_name = TEST_NAMES[test_set][dataloader_idx]
         self.step(batch, "test")
 
     def step(self, batch: dict[str, Any], stage: Stage) -> Tensor:
-        log_probs, lengths, _ = self.model(batch["features"], batch["feature_lengths"])
-        # ctc_loss wants (T, B, V); "mean" divides each utterance's loss by its target length.
-        loss = F.ctc_loss(log_probs.transpose(0, 1), batch["targets"], lengths,
-                          batch["target_lengths"], blank=BLANK_ID, zero_infinity=True)
+        if stage == "train" and self.model.inter_layer is not None:
+            log_probs, lengths, loss = self._inter_ctc_loss(batch)
+        else:
+            log_probs, lengths, _ = self.model(batch["features"], batch["feature_lengths"])
+            loss = self._ctc(log_probs, lengths, batch)
         n = self.batch_size(batch)
         suffix = f"_{self._test_name}" if stage == "test" else ""
         self.log(f"{stage}/loss{suffix}", loss, prog_bar=stage == "train", batch_size=n,

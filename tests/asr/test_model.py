@@ -299,6 +299,35 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys, units
     assert str(notes) in capsys.readouterr().err
 
 
+def test_recipe_options_train_through_the_cli(tmp_path, fake_corpus):
+    """SortaGrad, intermediate CTC and the SpecAugment ramp, set from the command line: the
+    ramp's scale is 0 through the warmup step and grows by 1/2 a step after it; the
+    intermediate loss is logged every step."""
+    import csv
+
+    code = main(["train", "asr", "-c", "configs/asr/quick.yaml", "--trainer.max_steps=4",
+                 "--trainer.val_check_interval=4", "--trainer.limit_test_batches=1",
+                 "--trainer.log_every_n_steps=1", "--trainer.precision=32-true",
+                 "--model.encoder.depth=2", "--model.encoder.dim=32",
+                 "--model.encoder.num_heads=2", "--model.encoder.ffn_dim=64",
+                 "--model.conv_channels=4", "--model.decoding.beam_size=0",
+                 "--model.warmup_steps=1", "--model.inter_ctc_layer=1",
+                 "--data.sorted_first_epoch=true", "--data.spec_augment_ramp=2",
+                 "--data.corpus_size=24", "--data.test_set=unseen_voices",
+                 "--data.max_frames=400", "--run.root", str(tmp_path / "runs"),
+                 "--run.name=t", "--run.wandb=disabled"])
+    assert code == 0
+    run_dir = tmp_path / "runs" / "asr" / "adhoc" / "t"
+    with open(run_dir / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    scales = [float(r["train/spec_augment_scale"]) for r in rows
+              if r.get("train/spec_augment_scale")]
+    assert scales == [0.0, 0.0, 0.5, 1.0]
+    assert sum(bool(r.get("train/ctc_inter")) for r in rows) == 4
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["inter_ctc_layer"] == 1
+
+
 def test_utterance_norm_removes_a_constant_channel_offset():
     torch.manual_seed(2)
     model = ASREncoder(len(VOCAB), _size(), conv_channels=4, utterance_norm=True).eval()
