@@ -266,7 +266,13 @@ class SentimentDataModule(pl.LightningDataModule):
         if fold is not None and not 0 <= fold < num_folds:
             raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), "
                              f"got {fold}")
+        tokenizer = None
+        if pretrained is not None:
+            tokenizer, vocab_size = pretrained_tokenizer(pretrained)
         self.save_hyperparameters()
+        # The checkpoint's vocabulary, not the argument's: Lightning checks the saved arguments
+        # against the model's linked copy, and under LightningCLI they are the parsed config's.
+        self.hparams["vocab_size"] = self._hparams_initial["vocab_size"] = vocab_size
         self.classes, self.vocab_size, self.max_length = classes, vocab_size, max_length
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.fold, self.num_folds, self.lexicon = fold, num_folds, lexicon
@@ -274,9 +280,7 @@ class SentimentDataModule(pl.LightningDataModule):
         self.head_tokens = head_tokens
         self.valence_table: dict[str, float] | None = None  # read on first use
         self.pad_id, self.cls_id = PAD_ID, CLS_ID
-        self.tokenizer: Tokenizer | None = None
-        if pretrained is not None:
-            self.tokenizer, self.vocab_size = pretrained_tokenizer(pretrained)
+        self.tokenizer: Tokenizer | None = tokenizer
         self.splits: dict[str, LabelledTexts] = {}
         # Run summaries and W&B tags name the data set by ``hparams.dataset``: the full tag
         # (data set, task, fold) replaces the bare data-set name saved from the arguments.

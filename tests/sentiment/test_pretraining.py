@@ -103,8 +103,11 @@ def test_a_pretrained_encoder_and_tokenizer_start_the_classifier(
     weights = checkpoint["state_dict"]
     assert torch.equal(classifier.model.embedding.weight, weights["model.embedding.weight"])
     assert torch.equal(classifier.model.classifier[1].weight, before)  # the head stays new
-    fine = _train(tmp_path, "fine", f"--data.pretrained={pretrained}")
+    # the vocabulary argument (here not the checkpoint's, as the default is not the
+    # pretraining config's) yields to the checkpoint's tokenizer
+    fine = _train(tmp_path, "fine", f"--data.pretrained={pretrained}", "--data.vocab_size=999")
     tuned = torch.load(fine, weights_only=False)
+    assert tuned["hyper_parameters"]["vocab_size"] == 120
     assert tuned["sentiment_tokenizer"] == checkpoint["sentiment_tokenizer"]
     assert tuned["hyper_parameters"]["init_from"] == str(pretrained)
 
