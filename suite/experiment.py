@@ -37,6 +37,7 @@ from suite.runner import git_sha, hardware
 from suite.spec import (
     fingerprint,
     load_spec,
+    measured_runs,
     plan_runs,
     plan_stages,
     runs_folder,
@@ -177,7 +178,8 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
     spec = load_spec(name)
     experiment = runs_folder(name, quick)
     out_dir = paths.report_dir(name, quick)
-    planned, stages = plan_runs(spec, quick), plan_stages(spec, quick)
+    planned = plan_runs(spec, quick)
+    stages = measured_runs(plan_stages(spec, quick), planned)
     units = [run["name"] for run in planned] + [stage["unit"] for stage in stages]
     groups = {run["group"] for run in planned} | {stage["name"] for stage in stages}
     unknown = sorted(set(only or []) - set(units) - groups)

@@ -127,6 +127,20 @@ def plan_stages(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     return planned
 
 
+def measured_runs(stages: list[dict[str, Any]], planned: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """The stages, each part of an ``each:`` stage whose element is a planned run's name
+    carrying that run's fingerprint as ``upstream``: a run trained again with another
+    configuration makes the part's earlier rows stale."""
+    by_name = {run["name"]: run for run in planned}
+    out = []
+    for stage in stages:
+        element = stage["unit"].partition(":")[2]
+        run = by_name.get(element) if stage["unit"] != stage["name"] else None
+        out.append({**stage, "upstream": fingerprint(run)} if run else stage)
+    return out
+
+
 def fingerprint(run: dict[str, Any]) -> str:
     """What a run's result depends on besides code: its head's default config, its own config
     file (parsed, so comments and layout do not count), overrides, seed and the fingerprints
@@ -143,9 +157,12 @@ def fingerprint(run: dict[str, Any]) -> str:
 
 
 def stage_fingerprint(stage: dict[str, Any]) -> str:
-    """What a stage's rows depend on besides code: its name, function and parameters."""
-    key = json.dumps([stage["name"], stage["function"], stage["params"]], default=str,
-                     sort_keys=True)
+    """What a stage's rows depend on besides code: its name, function and parameters, and the
+    fingerprint of the run a part measures (``upstream``, set by :func:`measured_runs`)."""
+    parts = [stage["name"], stage["function"], stage["params"]]
+    if stage.get("upstream"):
+        parts.append(stage["upstream"])
+    key = json.dumps(parts, default=str, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 
 

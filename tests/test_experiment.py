@@ -476,3 +476,15 @@ def test_each_must_name_a_list_parameter():
     spec = {**STAGED, "stages": [{**STAGED["stages"][0], "each": "n"}]}
     with pytest.raises(UsageError, match="each: n names no list parameter"):
         plan_stages(spec, quick=False)
+
+
+def test_a_stage_part_is_stale_once_its_run_changes():
+    from suite.spec import measured_runs, plan_runs, plan_stages, stage_fingerprint
+
+    spec = {**STAGED, "stages": [{"name": "peer", "function": "somewhere.peer_rows",
+                                  "each": "runs", "params": {"runs": ["a-s0", "other"]}}]}
+    before = measured_runs(plan_stages(spec, False), plan_runs(spec, False))
+    changed = {**spec, "runs": [{"name": "a", "config": None, "overrides": {"x": 1}}]}
+    after = measured_runs(plan_stages(changed, False), plan_runs(changed, False))
+    assert stage_fingerprint(before[0]) != stage_fingerprint(after[0])  # measures run a-s0
+    assert stage_fingerprint(before[1]) == stage_fingerprint(after[1])  # names no run
