@@ -1,5 +1,6 @@
 """Stage measurements: interleaved speed rounds and the peak memory of a piece of code."""
 
+import mmap
 import subprocess
 import sys
 from functools import partial
@@ -22,9 +23,13 @@ def test_interleaved_rates_take_turns_and_skip_warmup_rounds():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self")
 def test_peak_rss_counts_what_the_code_allocated():
     before = reset_peak_rss()
-    block = bytearray(64 * 2**20)  # 64 MB, touched
-    block[:: 4096] = b"x" * len(block[:: 4096])
+    # fresh pages from the kernel, touched: a malloc'd block could reuse memory the process
+    # already holds (after many tests, freed heap is not returned) and add nothing to RSS
+    block = mmap.mmap(-1, 64 * 2**20)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
     assert peak_rss_since(before) >= 60
+    block.close()
 
 
 def test_in_subprocess_returns_the_last_json_line_or_an_error_row(monkeypatch):
