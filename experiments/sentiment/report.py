@@ -98,7 +98,7 @@ def _task_section(task: str, ours: list[dict[str, Any]],
                      f"| {_percent([m['metrics'].get('test/macro_f1') for m in members])} "
                      f"| {f'{params:,}' if params else '-'} "
                      f"| {mean_sd([m.get('train_seconds') for m in members], decimals=2)} "
-                     f"| {', '.join(str(_split_seed(m)) for m in members)} |")
+                     f"| {', '.join(str(m.get('seed', _split_seed(m))) for m in members)} |")
     reference = base.get(BASELINE, {})
     for model, members in _by_model(ours).items():
         diffs = [(r.get("seed", _split_seed(r)), _acc(r), _acc(reference[_split_seed(r)]))
@@ -152,6 +152,20 @@ def _budget_targets(ours: list[dict[str, Any]]) -> list[str]:
             + (f" - longest {max(tuned_minutes):.1f} min." if tuned_minutes else ".")]
 
 
+def _pretraining(ours: list[dict[str, Any]]) -> list[str]:
+    """The masked-LM run in words beside its curve (``pretraining.png``)."""
+    run = next((r for r in ours if r.get("group") == "pretrain"), None)
+    if run is None or not run.get("curves", {}).get("val/mlm_loss"):
+        return []
+    metrics = run["metrics"]
+    return ["### Pretraining", "",
+            f"{run.get('steps', '-')} steps in {run['train_seconds'] / 60:.1f} min on "
+            f"{run.get('train_size', 0):,} IMDb training reviews; held-out masked-token loss "
+            f"{metrics.get('val/mlm_loss', float('nan')):.2f}, "
+            f"{100 * metrics.get('val/mlm_acc', float('nan')):.1f}% of masked tokens restored.",
+            "", "![pretraining curve](pretraining.png)", ""]
+
+
 def long_documents(results: dict[str, Any]) -> list[str]:
     """The three long-review runs side by side, the local + global target, and the cost of a
     review's length from the ``long-documents`` stage."""
@@ -181,7 +195,7 @@ def long_documents(results: dict[str, Any]) -> list[str]:
                   if "error" not in r["metrics"] else
                   f"| {r['model']} | {r['seq_len']} | {r['metrics']['error']} | - |"
                   for r in cost]
-        lines.append("")
+        lines += ["", "![cost of a review's length](long_documents.png)", ""]
     return lines
 
 
@@ -214,6 +228,7 @@ def analysis(results: dict[str, Any]) -> str:
         means[task] |= {name: _mean([_acc(row) for s, row in by_seed.items() if s in seeds])
                         for name, by_seed in base.items()}
     parts += ["### Targets", "", *_accuracy_targets(means), *_budget_targets(ours), ""]
+    parts += _pretraining(ours)
     parts += long_documents(results)
     parts += ["### Published figures (binary MR polarity)", "",
               "| model | accuracy % | protocol |", "|---|---|---|"]
