@@ -62,6 +62,11 @@ OLD = {
 (``configs/<head>/default.yaml`` and test_pinned's data)."""
 SET_BY_THE_MODULE = {"asr": "model", "graph": "data_info"}
 """The argument the module fills in itself: null in the old ``config.yaml``."""
+OLD_MODEL_ARGS = {"asr": ("--model.units=char", "--model.subsampling=4", "--model.window=[16,16]",
+                          "--model.encoder.dim=144", "--model.encoder.depth=6",
+                          "--model.encoder.ffn_dim=576", "--model.encoder.dropout=0.1")}
+"""What a run needs today to train the model an old checkpoint holds (the ASR head's default
+has since moved to a larger encoder over word pieces at 8x subsampling)."""
 
 
 def legacy_copy(run: Path, head: str, to: Path) -> Path:
@@ -99,7 +104,8 @@ def test_a_run_saved_in_the_old_layout_predicts_and_tests_as_before(
     if pin.write_data is not None:
         pin.write_data(tmp_path / "cache")
         planted.update(path for path in (tmp_path / "cache").rglob("*") if path.is_file())
-    steps = [arg for arg in (*TRAIN, *pin.args) if not arg.startswith("--trainer.max_steps")]
+    steps = [arg for arg in (*TRAIN, *pin.args, *OLD_MODEL_ARGS.get(head, ()))
+             if not arg.startswith("--trainer.max_steps")]
     assert main(["train", head, *steps, "--trainer.max_steps=2",
                  "--run.root", str(tmp_path / "runs")]) == 0
     run = tmp_path / "runs" / head / "adhoc" / "pin"

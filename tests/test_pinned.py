@@ -153,7 +153,7 @@ class Pin:
 
 PINS = {
     "asr": Pin(asr_corpus, ("--data.corpus_size=24", "--data.test_set=unseen_voices",
-                            "--data.max_frames=400"), chirp_wav),
+                            "--data.max_frames=400", "--model.units=bpe-40"), chirp_wav),
     "graph": Pin(esol, ("--data.batch_size=4",), lambda tmp: ["CCO", "c1ccccc1O"]),
     "sentiment": Pin(rotten_tomatoes, ("--data.batch_size=8",),
                      lambda tmp: ["a witty and moving film", "the plot is dull"]),

@@ -144,6 +144,12 @@ class ASRModule(TaskModule):
         grouped them."""
         return {f.name: f"decoding.{f.name}" for f in fields(Decoding)}
 
+    @classmethod
+    def upgrade_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """As :meth:`TaskModule.upgrade_settings`; settings saved before word pieces name no
+        ``units``: they are a character model's (today's default config would say otherwise)."""
+        return {"units": CHAR} | super().upgrade_settings(settings)
+
     # ------------------------------------------------------------------ setup / checkpoint
     def _datamodule(self) -> Any:
         return getattr(self._trainer, "datamodule", None) if self._trainer else None

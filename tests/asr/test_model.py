@@ -256,8 +256,8 @@ def fake_corpus(planted):
     planted.add(root / "features.pt")
 
 
-@pytest.mark.parametrize("units", [[], ["--model.units=bpe-40", "--model.subsampling=8"]],
-                         ids=["char", "bpe-8x"])
+@pytest.mark.parametrize("units", [["--model.units=char", "--model.subsampling=4"],
+                                   ["--model.units=bpe-40"]], ids=["char-4x", "bpe-8x"])
 def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys, units):
     """Word pieces are learned from the training split in setup, travel in the checkpoint and
     serve test (its lexicons too: the training text's and the general English one) and
@@ -282,8 +282,9 @@ def test_train_then_predict_through_the_cli(tmp_path, fake_corpus, capsys, units
     assert (run_dir / "media" / "test_ctc_alignment_unseen.png").is_file()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, weights_only=True)
-    assert len(saved["vocab"]) == (40 if units else len(VOCAB))
-    assert ("asr_tokenizer" in saved) == bool(units)
+    word_pieces = units == ["--model.units=bpe-40"]
+    assert len(saved["vocab"]) == (40 if word_pieces else len(VOCAB))
+    assert ("asr_tokenizer" in saved) == word_pieces
     wav = tmp_path / "tone.wav"
     t = np.arange(24_000) / 48_000
     sf.write(wav, np.stack([0.3 * np.sin(2 * np.pi * 300 * t)] * 2, 1), 48_000)
@@ -311,7 +312,7 @@ def test_recipe_options_train_through_the_cli(tmp_path, fake_corpus):
                  "--model.encoder.depth=2", "--model.encoder.dim=32",
                  "--model.encoder.num_heads=2", "--model.encoder.ffn_dim=64",
                  "--model.conv_channels=4", "--model.decoding.beam_size=0",
-                 "--model.warmup_steps=1", "--model.inter_ctc_layer=1",
+                 "--model.units=bpe-40", "--model.warmup_steps=1", "--model.inter_ctc_layer=1",
                  "--data.sorted_first_epoch=true", "--data.spec_augment_ramp=2",
                  "--data.corpus_size=24", "--data.test_set=unseen_voices",
                  "--data.max_frames=400", "--run.root", str(tmp_path / "runs"),
