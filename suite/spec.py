@@ -21,8 +21,9 @@ and makes their fingerprints part of its own, e.g. with
 A **stage** is a function ``(**params) -> list[row]`` that adds rows
 which are not training runs (peers, baselines, speed and memory measurements) in the
 results-file format; ``quick`` parameters replace ``params`` under ``--quick``; ``each: runs``
-calls it once per element of its ``runs`` list (:func:`plan_stages`). An experiment may consist
-of stages only (a benchmark).
+calls it once per element of its ``runs`` list (:func:`plan_stages`); ``depends:
+[configs/asr/default.yaml]`` names config files its rows depend on (a stage that measures a
+head's default model). An experiment may consist of stages only (a benchmark).
 
 Both carry a **fingerprint** of what their rows depend on besides code, so rows measured by an
 earlier invocation are reused only while it is unchanged. A stage that measures a head's model
@@ -113,7 +114,8 @@ def plan_stages(spec: dict[str, Any], quick: bool) -> list[dict[str, Any]]:
     planned = []
     for stage in spec.get("stages", []):
         params = {**stage.get("params", {}), **(stage.get("quick", {}) if quick else {})}
-        base = {"name": stage["name"], "function": stage["function"]}
+        base = {"name": stage["name"], "function": stage["function"],
+                **({"depends": stage["depends"]} if stage.get("depends") else {})}
         each = stage.get("each")
         if each is None:
             planned.append({**base, "unit": stage["name"], "params": params})
@@ -148,7 +150,7 @@ def fingerprint(run: dict[str, Any]) -> str:
     fingerprint differs is stale."""
     files = [paths.ROOT / "configs" / run["head"] / "default.yaml"]
     files += [paths.ROOT / run["config"]] if run["config"] else []
-    configs = [yaml.safe_load(path.read_text()) if path.is_file() else None for path in files]
+    configs = [_parsed(path) for path in files]
     parts: list[Any] = [configs, sorted(run["overrides"].items()), run["seed"]]
     if run.get("upstream"):
         parts.append(run["upstream"])
@@ -156,12 +158,20 @@ def fingerprint(run: dict[str, Any]) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _parsed(path: Any) -> Any:
+    """A config file's parsed content (comments and layout do not count); None if absent."""
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
 def stage_fingerprint(stage: dict[str, Any]) -> str:
-    """What a stage's rows depend on besides code: its name, function and parameters, and the
-    fingerprint of the run a part measures (``upstream``, set by :func:`measured_runs`)."""
+    """What a stage's rows depend on besides code: its name, function and parameters, the
+    fingerprint of the run a part measures (``upstream``, set by :func:`measured_runs`) and the
+    config files it ``depends`` on (parsed, as :func:`fingerprint` reads them)."""
     parts = [stage["name"], stage["function"], stage["params"]]
     if stage.get("upstream"):
         parts.append(stage["upstream"])
+    if stage.get("depends"):
+        parts.append([_parsed(paths.ROOT / name) for name in stage["depends"]])
     key = json.dumps(parts, default=str, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()
 

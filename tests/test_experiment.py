@@ -423,6 +423,29 @@ def test_stage_fingerprint_follows_its_parameters():
     assert stage_fingerprint(full) == stage_fingerprint(dict(full))
 
 
+def test_a_stage_that_depends_on_a_config_is_stale_when_its_content_changes(tmp_path,
+                                                                          monkeypatch):
+    """The scaling stage measures the head's default model: its rows follow default.yaml's
+    content, not its comments."""
+    from suite.spec import plan_stages, stage_fingerprint
+
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    config = tmp_path / "configs/demo/default.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("model: {dim: 8}\n")
+    spec = {"stages": [{**STAGED["stages"][0], "depends": ["configs/demo/default.yaml"]}]}
+
+    def fingerprint() -> str:
+        return stage_fingerprint(plan_stages(spec, quick=False)[0])
+
+    before = fingerprint()
+    config.write_text("# a comment\nmodel: {dim: 8}\n")
+    assert fingerprint() == before
+    config.write_text("model: {dim: 16}\n")
+    assert fingerprint() != before
+    assert stage_fingerprint(plan_stages(STAGED, quick=False)[0]) != before
+
+
 def test_build_module_is_the_module_a_run_trains():
     """Defaults, then the head's default.yaml and the config, then the changes."""
     from suite.spec import build_module

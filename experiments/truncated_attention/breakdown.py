@@ -17,6 +17,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader
 
 from experiments.truncated_attention.groups import GROUPINGS
 from experiments.truncated_attention.peer import score
@@ -67,16 +68,17 @@ def decoder(module: ASRModule, name: str) -> Decode:
     return {"word": module.word_decoder, "general": module.general_decoder}[name]
 
 
-def load_run(run: str, folder: str = EXPERIMENT) -> tuple[ASRModule, ASRDataModule, str]:
-    """A run's best checkpoint with its test-time decoders built, the unseen-voice data module
-    built from the run's data settings, and the run's precision.
+def load_run(run: str, folder: str = EXPERIMENT, test_set: str = "unseen_voices"
+             ) -> tuple[ASRModule, ASRDataModule, str]:
+    """A run's best checkpoint with its test-time decoders built, a data module of
+    ``test_set`` built from the run's data settings, and the run's precision.
 
     Lightning's test entry, over no batches, runs the module's own ``setup`` (its units reach
     the data module, the training transcripts are kept for the LMs); ``on_test_start`` then
     builds the LMs and lexicons as a test run does."""
     module = ASRModule.from_checkpoint(run_dir(run, folder) / "checkpoints" / "best.ckpt")
     config = run_config(run, folder)
-    datamodule = ASRDataModule(**{**section(config, "data"), "test_set": "unseen_voices"})
+    datamodule = ASRDataModule(**{**section(config, "data"), "test_set": test_set})
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu",
                          enable_progress_bar=False, enable_model_summary=False,
                          limit_test_batches=0)
@@ -85,15 +87,16 @@ def load_run(run: str, folder: str = EXPERIMENT) -> tuple[ASRModule, ASRDataModu
     return module.eval(), datamodule, section(config, "trainer").get("precision")
 
 
-def transcripts(module: ASRModule, datamodule: ASRDataModule, names: list[str],
-                precision: str | None) -> tuple[list[int], list[str], dict[str, list[str]]]:
-    """The unseen-voice test set in the test loader's batches: each utterance's position in
-    the corpus manifest, its reference, and each named decoder's hypothesis."""
-    loader = datamodule.test_dataloader()[0]
-    dataset, decoders = loader.dataset, {name: decoder(module, name) for name in names}
+def transcripts(module: ASRModule, loader: DataLoader, decoders: dict[str, Decode],
+                precision: str | None, batches: list[list[int]] | None = None
+                ) -> tuple[list[int], list[str], dict[str, list[str]]]:
+    """A loader's utterances in its batches (or in ``batches`` of its data set's indices): each
+    utterance's position in its corpus, its reference, and each decoder's hypothesis; the
+    encoder runs once per batch for all decoders."""
+    dataset = loader.dataset
     positions, references = [], []
-    hypotheses: dict[str, list[str]] = {name: [] for name in names}
-    for members in loader.batch_sampler:
+    hypotheses: dict[str, list[str]] = {name: [] for name in decoders}
+    for members in loader.batch_sampler if batches is None else batches:
         batch = loader.collate_fn([dataset[i] for i in members])
         with torch.no_grad(), autocast(precision):
             log_probs, lengths, _ = module.model(batch["features"], batch["feature_lengths"])
@@ -120,7 +123,9 @@ def run_rows(run: str, folder: str = EXPERIMENT) -> list[dict[str, Any]]:
     module, datamodule, precision = load_run(run, folder)
     best = best_decoder(offered_decoders(module), run_summary(run, folder)["metrics"])
     names = ["greedy", *([best] if best else [])]
-    positions, references, hypotheses = transcripts(module, datamodule, names, precision)
+    positions, references, hypotheses = transcripts(
+        module, datamodule.test_dataloader()[0], {name: decoder(module, name) for name in names},
+        precision)
     manifest, _ = corpus_manifest(section(run_config(run, folder), "data"))
     print(f"  breakdown {run}: {len(references)} unseen-voice utterances, decoders "
           f"{', '.join(names)}", flush=True)

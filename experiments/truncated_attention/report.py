@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from experiments.truncated_attention.sections import breakdown_section, efficiency_section
+from experiments.truncated_attention.sections import (
+    breakdown_section,
+    efficiency_section,
+    recipe_section,
+    tuning_section,
+)
 from experiments.truncated_attention.targets import (
     DECODERS,
     FULL_VARIANTS,
@@ -14,6 +19,7 @@ from experiments.truncated_attention.targets import (
     fmt,
     subsampling_of,
     targets,
+    with_tuning,
 )
 from suite.report import pyplot
 
@@ -97,7 +103,7 @@ def charts(results: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-STAGE_GROUPS = ("peer", "breakdown", "efficiency")
+STAGE_GROUPS = ("peer", "breakdown", "efficiency", "recipe", "tuning")
 """Row groups of stages other than ``scaling`` (whose groups start with "scaling")."""
 
 
@@ -109,11 +115,13 @@ def _sweep(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def analysis(results: dict[str, Any]) -> str:
     """Targets, the window sweep beside the peer, the encoder scaling table, where the unseen
-    voices' errors lie, and the training step's efficiency."""
+    voices' errors lie, the training step's efficiency, the decoder weights tuned on
+    validation and the recipe probes."""
     runs = results["runs"]
     sweep = _sweep(runs)
     peer = next((r for r in runs if r["group"] == "peer"), None)
-    by_group = {r["group"]: r for r in sweep}
+    tuning = [r for r in runs if r["group"] == "tuning"]
+    by_group = {r["group"]: with_tuning(r, tuning) for r in sweep}
     efficiency = {r["run"]: r for r in runs if r["group"] == "efficiency"}
     scaling = _scaling(results)
     subsampling = subsampling_of(efficiency)
@@ -132,5 +140,7 @@ def analysis(results: dict[str, Any]) -> str:
         "## Encoder scaling: forward time / peak memory vs audio length", "",
         "Default-size encoder (random weights), batch 1, fp32, no grad; each cell a fresh "
         "subprocess.", "", scaling_table(scaling), "",
+        "## Decoder weights tuned on validation", "", tuning_section(runs), "",
         "## Unseen voices: where the errors are", "", breakdown_section(runs), "",
-        "## Training efficiency", "", efficiency_section(runs)])
+        "## Training efficiency", "", efficiency_section(runs), "",
+        "## Recipe options: each alone against the base", "", recipe_section(runs)])

@@ -1,5 +1,5 @@
-"""The report's sections for the ``breakdown`` and ``efficiency`` stages' rows; each says it was
-not measured when the results hold none of its rows."""
+"""The report's sections for the ``breakdown``, ``efficiency``, ``recipe`` and ``tuning`` stages'
+rows; each says it was not measured when the results hold none of its rows."""
 
 from __future__ import annotations
 
@@ -90,3 +90,64 @@ def efficiency_section(runs: list[dict[str, Any]]) -> str:
         f"({PREVIOUS_DEFAULT['samples_per_second']} samples/s of "
         f"{PREVIOUS_DEFAULT['train_audio_hours']} h / {PREVIOUS_DEFAULT['train_size']:,} "
         f"training utterances at {PREVIOUS_DEFAULT['subsampling']}x subsampling)."])
+
+
+RECIPE_COLUMNS = (("val/cer", "val CER"), ("test/cer_unseen", "unseen CER"),
+                  ("test/wer_unseen", "unseen WER"), ("test/wer_real", "real WER"))
+
+
+def _option(row: dict[str, Any]) -> str:
+    return ", ".join(f"`{key}={value}`" for key, value in row["option"].items()) or "none (base)"
+
+
+def recipe_section(runs: list[dict[str, Any]]) -> str:
+    """The recipe probes side by side: each option alone against the base at equal steps, the
+    change in validation CER, and the training time it cost."""
+    rows = [r for r in runs if r["group"] == "recipe"]
+    if not rows:
+        return _not_measured("recipe")
+    base = next((r for r in rows if not r["option"]), None)
+    base_cer = base["metrics"].get("val/cer") if base else None
+    head = ["probe", "option", "steps", "train s", *(label for _, label in RECIPE_COLUMNS),
+            "val CER vs base"]
+    lines = [f"Each probe trains the default recogniser for {rows[0]['steps']:,} optimiser "
+             f"steps with all three options off but its own, {rows[0]['jobs']} probes at a "
+             "time on their share of the threads; greedy decoding.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        m = row["metrics"]
+        change = (f"{100 * (m['val/cer'] - base_cer):+.1f} points"
+                  if base_cer is not None and m.get("val/cer") is not None and row is not base
+                  else "-")
+        lines.append("| " + " | ".join([row["probe"], _option(row), f"{row['steps']:,}",
+                                        f"{row['train_seconds']:,.0f}",
+                                        *(fmt(m.get(key)) for key, _ in RECIPE_COLUMNS),
+                                        change]) + " |")
+    return "\n".join(lines)
+
+
+def tuning_section(runs: list[dict[str, Any]]) -> str:
+    """Per run and vocabulary: the lexicon decoder's weights picked on validation, and the
+    test sets decoded with them."""
+    rows = [r for r in runs if r["group"] == "tuning"]
+    if not rows:
+        return _not_measured("tuning")
+    grid = rows[0]["grid"]
+    weights = sorted({g["lm_weight"] for g in grid})
+    scores = sorted({g["word_score"] for g in grid})
+    head = ["run", "vocabulary", "LM weight", "word score", "val WER", "unseen CER / WER",
+            "real CER / WER"]
+    lines = [f"Each lexicon decoder decodes {rows[0]['val_utterances']} validation utterances "
+             f"(the training voices' held-out split, spread over its lengths) with every LM "
+             f"weight of {', '.join(f'{w:g}' for w in weights)} and word score of "
+             f"{', '.join(f'{s:g}' for s in scores)}; the pair with the lowest validation WER "
+             "decodes the test sets. The targets count these decoders among the best.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        m = row["metrics"]
+        lines.append("| " + " | ".join([
+            row["run"], _label(row["decoder"]), f"{row['lm_weight']:g}",
+            f"{row['word_score']:g}", fmt(m.get("val/wer")),
+            f"{fmt(m.get('test/cer_unseen'))} / {fmt(m.get('test/wer_unseen'))}",
+            f"{fmt(m.get('test/cer_real'))} / {fmt(m.get('test/wer_real'))}"]) + " |")
+    return "\n".join(lines)

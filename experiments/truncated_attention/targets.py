@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from experiments.truncated_attention.scaling import TRUNCATED
+
 DECODERS = {"beam": "beam+LM", "word": "word LM", "general": "general LM"}
 """Metric suffix -> label of the decoders beside greedy: prefix beam search + character LM,
 lexicon beam search + training-text word LM, the same over general English words and LM."""
+TUNED = {f"{suffix}_tuned": f"{DECODERS[suffix]}, tuned on validation"
+         for suffix in ("word", "general")}
+"""The lexicon decoders again with the weights the ``tuning`` stage picked on validation."""
 REAL_WER_MAX = 0.45
 UNSEEN_CER_MAX = 0.15
 TRAIN_SECONDS_MAX = 3600
@@ -33,7 +38,6 @@ PREVIOUS_DEFAULT = {"commit": "03e2be6", "samples_per_second": 53.82, "train_siz
 best LM decoder (beam+LM), and its corpus's training audio as the experiment description
 states it (rounded to 0.1 h), which gives its mean utterance length; its run's summary
 recorded no frame count."""
-TRUNCATED = "window (16,16)"
 FULL_VARIANTS = ("full", "full (materialised)")
 """Scaling rows: SDPA's fused kernel (never holds the (T, T) weights) and the math backend."""
 
@@ -48,9 +52,19 @@ def best(metrics: dict[str, float], key: str, greedy: bool = True) -> tuple[floa
     """The lowest of ``key`` (greedy, unless not ``greedy``) and its LM decoders' values, and
     which decoder it was."""
     options = [*([(metrics.get(key), "greedy")] if greedy else []),
-               *((metrics.get(f"{key}_{suffix}"), label) for suffix, label in DECODERS.items())]
+               *((metrics.get(f"{key}_{suffix}"), label)
+                 for suffix, label in (DECODERS | TUNED).items())]
     options = [o for o in options if o[0] is not None]
     return min(options) if options else (None, "-")
+
+
+def with_tuning(run: dict[str, Any], tuning: list[dict[str, Any]]) -> dict[str, Any]:
+    """``run`` with the test metrics of its ``tuning`` stage rows added under the decoder
+    suffixes of :data:`TUNED` (``test/wer_real_general_tuned``)."""
+    tuned = {f"{key}_{row['decoder']}_tuned": value for row in tuning
+             if row["run"] == run["name"]
+             for key, value in row["metrics"].items() if key.startswith("test/")}
+    return {**run, "metrics": {**run["metrics"], **tuned}}
 
 
 def previous_encoder_frames_per_second() -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -181,13 +181,27 @@ class ASRModule(TaskModule):
         if decoding.lm_order and self.lm is None:
             self.lm = CharNGram(texts, decoding.lm_order)
         if decoding.word_lm_order and self.word_decoder is None:
-            self.word_decoder = WordDecoder.from_texts(
-                texts, self._units(), decoding.word_lm_order, beam=decoding.word_beam,
-                lm_weight=decoding.word_lm_weight, word_score=decoding.word_score)
+            self.word_decoder = self.lexicon_decoder("word", decoding.word_lm_weight,
+                                                     decoding.word_score)
         if decoding.general_lm_order and self.general_decoder is None:
-            self.general_decoder = WordDecoder.general(
-                self._units(), decoding.general_lm_order, beam=decoding.word_beam,
-                lm_weight=decoding.general_lm_weight, word_score=decoding.general_word_score)
+            self.general_decoder = self.lexicon_decoder("general", decoding.general_lm_weight,
+                                                        decoding.general_word_score)
+
+    def lexicon_decoder(self, vocabulary: Literal["word", "general"], lm_weight: float,
+                        word_score: float) -> WordDecoder:
+        """A lexicon beam search over this model's units (``model.decoding.word_beam``) with
+        the training transcripts' words and word n-gram (``word``) or general English's
+        (``general``), weighted as given: the test's decoders, or a tuning stage's grid."""
+        decoding, units = self.decoding, self._units()
+        if vocabulary == "general":
+            return WordDecoder.general(units, decoding.general_lm_order, beam=decoding.word_beam,
+                                       lm_weight=lm_weight, word_score=word_score)
+        if self._lm_texts is None:
+            raise DataError("the word LM is built from the training transcripts, and this "
+                            "model was given none (set up with its data module first)")
+        return WordDecoder.from_texts(self._lm_texts, units, decoding.word_lm_order,
+                                      beam=decoding.word_beam, lm_weight=lm_weight,
+                                      word_score=word_score)
 
     def _units(self) -> OutputUnits:
         if self.units is None:

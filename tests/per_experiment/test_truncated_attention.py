@@ -7,8 +7,16 @@ import pytest
 
 from experiments.truncated_attention.report import analysis
 from experiments.truncated_attention.scaling import VARIANTS, measure_encoder
-from experiments.truncated_attention.sections import breakdown_section, efficiency_section
-from experiments.truncated_attention.targets import previous_encoder_frames_per_second, targets
+from experiments.truncated_attention.sections import (
+    breakdown_section,
+    efficiency_section,
+    tuning_section,
+)
+from experiments.truncated_attention.targets import (
+    previous_encoder_frames_per_second,
+    targets,
+    with_tuning,
+)
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -28,12 +36,12 @@ def test_memory_target_is_judged_against_both_full_attention_kernels():
     """The fused kernel never holds the (T, T) weights, so only the materialised softmax shows
     the O(T^2) memory the target is about; the report judges both."""
     scaling = [_scaling("full", 330.0), _scaling("full (materialised)", 9900.0),
-               _scaling("window (16,16)", 330.0)]
+               _scaling("window (8,8)", 330.0)]
     table = targets({}, scaling, None)
     assert "below full's | 1.0x | missed |" in table
     assert "below full (materialised)'s | 30.0x | met |" in table
     failed = [_scaling("full", 330.0), _scaling("full (materialised)", None, "exit -9: killed"),
-              _scaling("window (16,16)", 330.0)]
+              _scaling("window (8,8)", 330.0)]
     assert "failed (exit -9: killed), truncated 330 MB | met |" in targets({}, failed, None)
 
 
@@ -123,3 +131,28 @@ def test_breakdown_and_efficiency_sections_tabulate_their_rows():
     assert "| default-s0 | m | 16 x 5 s | 4.0 | 0.200 | 20.0 | 400 | 5.0% | 2 | 100.0 | " \
            "9,000 | 300.0 |" in efficiency
     assert "Previous default (03e2be6)" in efficiency
+
+
+def _tuning_row(decoder: str, real_wer: float) -> dict:
+    return {"group": "tuning", "name": f"tuning default-s0 {decoder}", "run": "default-s0",
+            "model": "m", "decoder": decoder, "lm_weight": 2.0, "word_score": -1.0,
+            "val_utterances": 300,
+            "grid": [{"lm_weight": w, "word_score": -1.0, "cer": 0.1, "wer": 0.2}
+                     for w in (0.5, 2.0)],
+            "metrics": {"val/cer": 0.1, "val/wer": 0.2, "test/cer_unseen": 0.12,
+                        "test/wer_unseen": 0.3, "test/cer_real": 0.2, "test/wer_real": real_wer}}
+
+
+def test_decoders_tuned_on_validation_count_among_the_best_and_get_a_section():
+    rows = _issue_20_rows()
+    tuning = [_tuning_row("word", 0.5), _tuning_row("general", 0.38)]
+    default = with_tuning(rows["default"], tuning)
+    assert default["metrics"]["test/wer_real_general_tuned"] == 0.38
+    assert rows["default"]["metrics"].get("test/wer_real_general_tuned") is None  # a copy
+    table = targets({**rows, "default": default}, [], None, {})
+    assert "| 38.0% (general LM, tuned on validation) | met |" in table
+    section = tuning_section(tuning)
+    assert "with every LM weight of 0.5, 2 and word score of -1;" in section
+    assert "| default-s0 | general LM | 2 | -1 | 20.0% | 12.0% / 30.0% | 20.0% / 38.0% |" \
+        in section
+    assert tuning_section([]) == "Not measured: these results hold no `tuning` stage rows."

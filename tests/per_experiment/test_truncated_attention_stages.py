@@ -1,6 +1,7 @@
 """truncated_attention's stages that re-measure a trained run: ``breakdown`` (unseen-voice
-errors by what the corpus records of each utterance) and ``efficiency`` (the step's FLOP/s
-and the run's throughput), on a tiny run trained for two steps on a planted corpus."""
+errors by what the corpus records of each utterance), ``efficiency`` (the step's FLOP/s
+and the run's throughput) and ``tuning`` (the lexicon decoders' weights picked on validation),
+on a tiny run trained for two steps on a planted corpus."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.truncated_attention import breakdown, efficiency, trained
+from experiments.truncated_attention import breakdown, efficiency, trained, tuning
 from experiments.truncated_attention.breakdown import best_decoder
 from experiments.truncated_attention.groups import MISSING, ordered, snr_band
+from experiments.truncated_attention.tuning import spread_batches
 from suite import cache
 from suite.cli import main
 from suite.errors import DataError
@@ -158,3 +160,23 @@ def test_efficiency_counts_times_and_reads_the_runs_throughput(run_dir):
 def test_a_stage_on_an_untrained_run_names_the_missing_file(run_dir):
     with pytest.raises(DataError, match="never-s0/config.yaml"):
         efficiency.rows(["never-s0"], steps=1, peak_size=64)
+
+
+def test_spread_batches_take_an_even_stride_over_the_lengths():
+    batches = [[i] for i in range(10)]
+    assert spread_batches(batches, 5) == [[0], [2], [4], [6], [8]]
+    assert spread_batches(batches, 100) == batches
+
+
+def test_tuning_picks_each_vocabulary_s_weights_on_validation_alone(run_dir):
+    rows = tuning.rows([RUN], lm_weights=[0.5, 2.0], word_scores=[0.0], utterances=4,
+                       test_set="unseen_voices")
+    assert [r["decoder"] for r in rows] == ["word", "general"]
+    for row in rows:
+        grid = row["grid"]
+        assert len(grid) == 2 and row["val_utterances"] == 4
+        best = min(grid, key=lambda g: (g["wer"], g["cer"]))
+        assert (row["lm_weight"], row["word_score"]) == (best["lm_weight"], best["word_score"])
+        assert row["metrics"]["val/wer"] == best["wer"]
+        assert set(row["metrics"]) == {"val/cer", "val/wer", "test/cer_unseen",
+                                       "test/wer_unseen"}
