@@ -20,16 +20,21 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import yaml
 
+from suite import paths
 from suite.measure import in_subprocess, peak_rss_since, reset_peak_rss
 from suite.spec import build_module
 
-TRUNCATED = "window (8,8)"
-"""The truncated variant: the default recogniser's window."""
+DEFAULT_WINDOW: tuple[int, int] = tuple(
+    yaml.safe_load((paths.ROOT / "configs/asr/default.yaml").read_text())["model"]["window"])
+"""The default recogniser's window (``configs/asr/default.yaml``, which the stage depends on)."""
+TRUNCATED = f"window ({DEFAULT_WINDOW[0]},{DEFAULT_WINDOW[1]})"
+"""The truncated variant's name."""
 VARIANTS: dict[str, tuple[tuple[int, int] | None, str]] = {
     "full": (None, "fused"),
     "full (materialised)": (None, "math"),
-    TRUNCATED: ((8, 8), "fused"),
+    TRUNCATED: (DEFAULT_WINDOW, "fused"),
 }
 """name -> (window, kernel); ``math`` forces SDPA's math backend (materialised weights)."""
 TIMEOUT_S = 600

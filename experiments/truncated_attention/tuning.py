@@ -37,10 +37,22 @@ def spread_batches(batches: list[list[int]], utterances: int) -> list[list[int]]
     return batches[::stride]
 
 
-def _grid_decoders(module: ASRModule, vocabulary: str, weights: Sequence[float],
-                   scores: Sequence[float]) -> dict[str, Any]:
-    return {f"{vocabulary} {w:g} {s:g}": module.lexicon_decoder(vocabulary, w, s)
-            for w, s in itertools.product(weights, scores)}
+Setting = tuple[str, float, float]
+"""A grid decoder's (vocabulary, lm_weight, word_score)."""
+
+
+def _grid(module: ASRModule, vocabularies: list[str], lm_weights: Sequence[float],
+          word_scores: Sequence[float]) -> tuple[dict[str, Any], dict[str, Setting]]:
+    """Every vocabulary's decoders over the grid, by name, and each name's (vocabulary,
+    lm_weight, word_score)."""
+    pairs = list(itertools.product(lm_weights, word_scores))
+    decoders, settings = {}, {}
+    for vocabulary in vocabularies:
+        built = module.lexicon_decoders(vocabulary, pairs)
+        for (weight, bonus), decode in zip(pairs, built, strict=True):
+            name = f"{vocabulary} {weight:g} {bonus:g}"
+            decoders[name], settings[name] = decode, (vocabulary, weight, bonus)
+    return decoders, settings
 
 
 def run_rows(run: str, lm_weights: Sequence[float], word_scores: Sequence[float],
@@ -50,17 +62,16 @@ def run_rows(run: str, lm_weights: Sequence[float], word_scores: Sequence[float]
     the test sets of ``test_set``."""
     module, datamodule, precision = load_run(run, folder, test_set)
     vocabularies = [v for v, order in ORDERS.items() if getattr(module.decoding, order)]
-    grid = {name: decode for v in vocabularies
-            for name, decode in _grid_decoders(module, v, lm_weights, word_scores).items()}
+    grid, settings = _grid(module, vocabularies, lm_weights, word_scores)
     val = datamodule.val_dataloader()
     chosen_batches = spread_batches(val.batch_sampler.batches, utterances)
     _, references, hypotheses = transcripts(module, val, grid, precision, chosen_batches)
     val_scores = {name: score(hyps, references) for name, hyps in hypotheses.items()}
     print(f"  tuning {run}: {len(references)} validation utterances, {len(grid)} decoders",
           flush=True)
-    best = {v: min((name for name in grid if name.startswith(f"{v} ")),
-                   key=lambda name: (val_scores[name]["wer"], val_scores[name]["cer"]))
-            for v in vocabularies}
+    mine = {v: [name for name in grid if settings[name][0] == v] for v in vocabularies}
+    best = {v: min(names, key=lambda name: (val_scores[name]["wer"], val_scores[name]["cer"]))
+            for v, names in mine.items()}
     tests = {}
     for test_name, loader in zip(TEST_SETS[test_set], datamodule.test_dataloader(), strict=True):
         _, refs, hyps = transcripts(module, loader, {v: grid[best[v]] for v in vocabularies},
@@ -68,17 +79,17 @@ def run_rows(run: str, lm_weights: Sequence[float], word_scores: Sequence[float]
         tests[test_name] = {v: score(hyps[v], refs) for v in vocabularies}
     rows = []
     for v in vocabularies:
-        _, weight, bonus = best[v].split()
+        _, weight, bonus = settings[best[v]]
         metrics = {"val/cer": val_scores[best[v]]["cer"], "val/wer": val_scores[best[v]]["wer"],
                    **{f"test/{m}_{t}": tests[t][v][m] for t in tests for m in ("cer", "wer")}}
-        print(f"  tuning {run} {v}: lm_weight {weight}, word_score {bonus}: {metrics}",
+        print(f"  tuning {run} {v}: lm_weight {weight:g}, word_score {bonus:g}: {metrics}",
               flush=True)
         rows.append({"name": f"tuning {run} {v}", "group": "tuning", "head": "asr", "run": run,
                      "model": module.hparams.model, "decoder": v, "lm_weight": float(weight),
                      "word_score": float(bonus), "val_utterances": len(references),
-                     "grid": [{"lm_weight": float(name.split()[1]),
-                               "word_score": float(name.split()[2]), **val_scores[name]}
-                              for name in grid if name.startswith(f"{v} ")],
+                     "grid": [{"lm_weight": float(settings[name][1]),
+                               "word_score": float(settings[name][2]), **val_scores[name]}
+                              for name in mine[v]],
                      "metrics": metrics})
     return rows
 

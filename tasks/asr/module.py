@@ -12,7 +12,7 @@ loss ``(1 - w) * CTC_final + w * CTC_inter``) and, when the data module ramps Sp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
@@ -191,17 +191,22 @@ class ASRModule(TaskModule):
                         word_score: float) -> WordDecoder:
         """A lexicon beam search over this model's units (``model.decoding.word_beam``) with
         the training transcripts' words and word n-gram (``word``) or general English's
-        (``general``), weighted as given: the test's decoders, or a tuning stage's grid."""
-        decoding, units = self.decoding, self._units()
+        (``general``), weighted as given (:meth:`lexicon_decoders` for several weightings)."""
+        return self.lexicon_decoders(vocabulary, [(lm_weight, word_score)])[0]
+
+    def lexicon_decoders(self, vocabulary: Literal["word", "general"],
+                         weights: Sequence[tuple[float, float]]) -> list[WordDecoder]:
+        """:meth:`lexicon_decoder` for each ``(lm_weight, word_score)``, the vocabulary's LM
+        built once (a tuning stage's grid)."""
+        decoding = self.decoding
         if vocabulary == "general":
-            return WordDecoder.general(units, decoding.general_lm_order, beam=decoding.word_beam,
-                                       lm_weight=lm_weight, word_score=word_score)
+            return WordDecoder.grid(self._units(), decoding.general_lm_order, None, weights,
+                                    decoding.word_beam)
         if self._lm_texts is None:
             raise DataError("the word LM is built from the training transcripts, and this "
                             "model was given none (set up with its data module first)")
-        return WordDecoder.from_texts(self._lm_texts, units, decoding.word_lm_order,
-                                      beam=decoding.word_beam, lm_weight=lm_weight,
-                                      word_score=word_score)
+        return WordDecoder.grid(self._units(), decoding.word_lm_order, self._lm_texts, weights,
+                                decoding.word_beam)
 
     def _units(self) -> OutputUnits:
         if self.units is None:

@@ -13,10 +13,11 @@ LM (:mod:`tasks.asr.general_lm`): never one built from test transcripts.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,18 +139,24 @@ class WordDecoder:
                    **search: Any) -> WordDecoder:
         """The words of ``texts`` (training transcripts) and their order-``order`` LM;
         ``search``: the beam and weights of :class:`WordDecoder`."""
-        sentences = [text.split() for text in texts if text.split()]
-        with tempfile.TemporaryDirectory() as tmp:
-            arpa = Path(tmp) / "lm.arpa"
-            arpa.write_text(witten_bell_arpa(sentences, order))
-            return cls({w for s in sentences for w in s}, arpa, units, **search)
+        with lexicon_lm(order, texts) as (words, arpa):
+            return cls(words, arpa, units, **search)
 
     @classmethod
     def general(cls, units: OutputUnits, order: int = 2, **search: Any) -> WordDecoder:
         """pocketsphinx's general English words and LM (built once into the data cache)."""
-        from tasks.asr.general_lm import general_arpa, general_words
+        with lexicon_lm(order) as (words, arpa):
+            return cls(words, arpa, units, **search)
 
-        return cls(general_words(order), general_arpa(order), units, **search)
+    @classmethod
+    def grid(cls, units: OutputUnits, order: int, texts: Iterable[str] | None,
+             weights: Sequence[tuple[float, float]], beam: int = 50) -> list[WordDecoder]:
+        """One decoder per ``(lm_weight, word_score)`` of ``weights`` over one vocabulary
+        (``texts``' as :meth:`from_texts`, or general English's when None), its words and LM
+        read once: flashlight fixes the weights when a decoder is built."""
+        with lexicon_lm(order, texts) as (words, arpa):
+            return [cls(words, arpa, units, beam=beam, lm_weight=weight, word_score=score)
+                    for weight, score in weights]
 
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[str]:
         """Transcripts of ``(B, T, V)`` log-probs with ``(B,)`` valid lengths."""
@@ -157,3 +164,21 @@ class WordDecoder:
                                 lengths.detach().cpu().int())
         return [" ".join(w for w in hyps[0].words if w != UNK) if hyps else ""
                 for hyps in results]
+
+
+@contextlib.contextmanager
+def lexicon_lm(order: int, texts: Iterable[str] | None = None
+               ) -> Iterator[tuple[Iterable[str], Path]]:
+    """A vocabulary's words and ARPA LM of ``order``: the words of ``texts`` (training
+    transcripts) and their Witten-Bell LM in a temporary file, removed on exit; or, without
+    ``texts``, pocketsphinx's general English (:mod:`tasks.asr.general_lm`, cached)."""
+    if texts is None:
+        from tasks.asr.general_lm import general_arpa, general_words
+
+        yield general_words(order), general_arpa(order)
+        return
+    sentences = [text.split() for text in texts if text.split()]
+    with tempfile.TemporaryDirectory() as tmp:
+        arpa = Path(tmp) / "lm.arpa"
+        arpa.write_text(witten_bell_arpa(sentences, order))
+        yield {w for s in sentences for w in s}, arpa

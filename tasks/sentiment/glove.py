@@ -33,7 +33,6 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
-from suite.checkpoint import load_checkpoint
 from suite.data import PyPIMember, RemoteFile, fetch
 from suite.errors import DataError, UsageError
 from tasks.sentiment.tokenizer import SPECIAL_TOKENS
@@ -106,11 +105,11 @@ def token_vectors(tokens: list[str], continuation_prefix: str | None = None
     return vectors, found
 
 
-def check_pretrained(path: str, word_vectors: str | None) -> None:
-    """A pretrained sentiment encoder comes with its word vectors or without them: fine-tuning
-    it must ask for the same (the strict encoder load allows no missing or extra weights), else
-    one :class:`UsageError`."""
-    pretrained = load_checkpoint(path, "sentiment")["hyper_parameters"].get("word_vectors")
+def check_pretrained(checkpoint: dict, path: str | Path, word_vectors: str | None) -> None:
+    """A pretrained sentiment encoder (``checkpoint``, read from ``path``) comes with its word
+    vectors or without them: fine-tuning it must ask for the same (the strict encoder load
+    allows no missing or extra weights), else one :class:`UsageError`."""
+    pretrained = checkpoint["hyper_parameters"].get("word_vectors")
     if pretrained != word_vectors:
         raise UsageError(f"{path} was pretrained with model.word_vectors={pretrained or 'null'}; "
                          f"fine-tune it with the same, not {word_vectors or 'null'}")

@@ -199,8 +199,8 @@ class SentimentModule(TaskModule):
 
         # A resumed fit restores the checkpoint's weights and word vectors after this.
         if stage == "fit" and self.hparams.init_from:
-            glove.check_pretrained(self.hparams.init_from, self.hparams.word_vectors)
-            load_encoder(self.model, self.hparams.init_from)  # word vectors included
+            # word vectors included, and checked to be the ones asked for
+            load_encoder(self.model, self.hparams.init_from, self.hparams.word_vectors)
         elif stage == "fit" and self.hparams.word_vectors:
             self._fill_word_vectors()
 

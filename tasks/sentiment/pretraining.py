@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from suite.checkpoint import load_checkpoint
 from suite.errors import UsageError
+from tasks.sentiment.glove import check_pretrained
 from tasks.sentiment.tokenizer import MASK_ID, SPECIAL_TOKENS
 
 MASK_PROBABILITY = 0.15
@@ -64,11 +65,14 @@ def encoder_state(checkpoint: dict[str, Any]) -> dict[str, Tensor]:
             if key.startswith(prefix) and not key[len(prefix):].startswith(HEAD_PREFIXES)}
 
 
-def load_encoder(model: nn.Module, path: str | Path) -> None:
+def load_encoder(model: nn.Module, path: str | Path, word_vectors: str | None = None) -> None:
     """Load a pretrained encoder (every weight but the classifier) into ``model``, strictly:
     the same keys with the same shapes, else one :class:`UsageError` naming the differences
-    (a checkpoint of another size, or not of the sentiment head)."""
-    weights = encoder_state(load_checkpoint(path, "sentiment"))
+    (a checkpoint of another size, or not of the sentiment head); one too when the checkpoint
+    was pretrained with other ``word_vectors`` (:func:`tasks.sentiment.glove.check_pretrained`)."""
+    checkpoint = load_checkpoint(path, "sentiment")
+    check_pretrained(checkpoint, path, word_vectors)
+    weights = encoder_state(checkpoint)
     wanted = {key: value for key, value in model.state_dict().items()
               if not key.startswith(HEAD_PREFIXES)}
     missing = sorted(set(wanted) - set(weights))
