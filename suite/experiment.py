@@ -45,12 +45,18 @@ from suite.spec import (
 )
 
 
+def command_value(value: Any) -> str:
+    """An override's value as the command line reads it: YAML's null and booleans as ``null``,
+    ``true``, ``false`` (Python's ``None`` / ``True`` would reach the parser as strings)."""
+    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+
+
 def train_command(run: dict[str, Any], experiment: str, root: Path) -> list[str]:
     """The ``suite train`` command line of one planned run, its directory under ``root``."""
     command = [sys.executable, "-m", "suite.cli", "train", run["head"]]
     if run["config"]:
         command += ["-c", str(paths.ROOT / run["config"])]
-    command += [f"--{k}={v}" for k, v in run["overrides"].items()]
+    command += [f"--{k}={command_value(v)}" for k, v in run["overrides"].items()]
     command += [f"--seed_everything={run['seed']}", f"--run.experiment={experiment}",
                 f"--run.name={run['name']}", f"--run.root={root}"]
     return command

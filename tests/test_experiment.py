@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from suite import experiment, paths, report
 from suite.cli import main
 from suite.errors import UsageError
-from suite.experiment import execute, plan_runs
+from suite.experiment import execute, plan_runs, train_command
 from suite.report import (
     Figure,
     Figures,
@@ -511,3 +512,13 @@ def test_a_stage_part_is_stale_once_its_run_changes():
     after = measured_runs(plan_stages(changed, False), plan_runs(changed, False))
     assert stage_fingerprint(before[0]) != stage_fingerprint(after[0])  # measures run a-s0
     assert stage_fingerprint(before[1]) == stage_fingerprint(after[1])  # names no run
+
+
+@pytest.mark.parametrize("value, text", [(None, "null"), (True, "true"), (False, "false"),
+                                         (4, "4"), (0.3, "0.3"), ("00:00:08:00", "00:00:08:00")])
+def test_an_override_reaches_the_command_line_as_the_parser_reads_it(value, text):
+    """A YAML null in an experiment's overrides once reached `suite train` as 'None'."""
+    run = {"head": "asr", "config": None, "overrides": {"trainer.max_time": value},
+           "seed": 0, "name": "r-s0"}
+    assert f"--trainer.max_time={text}" in train_command(run, "e", Path("runs"))
+

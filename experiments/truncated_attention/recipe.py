@@ -17,7 +17,6 @@ the probe's full model and data settings.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from experiments.truncated_attention.trained import RUNS, run_config, section
@@ -38,12 +37,7 @@ def probe_run(name: str, option: dict[str, Any], steps: int) -> dict[str, Any]:
     overrides = {**ALL_OFF, **option, "trainer.max_steps": steps, "trainer.max_time": None,
                  "model.decoding.beam_size": 0}
     return {"name": name, "group": "recipe", "head": "asr", "config": None,
-            "overrides": {key: _argument(value) for key, value in overrides.items()}, "seed": 0}
-
-
-def _argument(value: Any) -> str:
-    """A value as the command line takes it (``null``, ``true``, ``4``)."""
-    return json.dumps(value) if value is None or isinstance(value, bool) else str(value)
+            "overrides": overrides, "seed": 0}
 
 
 def rows(probes: dict[str, dict[str, Any]], steps: int = 2000, jobs: int = 2,
@@ -53,7 +47,7 @@ def rows(probes: dict[str, dict[str, Any]], steps: int = 2000, jobs: int = 2,
     ``extra`` overrides go to every probe (the quick plan's small model)."""
     planned = [probe_run(name, option, steps) for name, option in probes.items()]
     for run in planned:
-        run["overrides"] |= {key: _argument(value) for key, value in (extra or {}).items()}
+        run["overrides"] |= extra or {}
     trained = execute_all(planned, FOLDER, RUNS, force=False, jobs=jobs)
     out = []
     for run in planned:

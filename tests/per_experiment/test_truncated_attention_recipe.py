@@ -7,8 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from experiments.truncated_attention import recipe
 from experiments.truncated_attention.sections import recipe_section
 from suite.experiment import train_command
@@ -58,10 +56,3 @@ def test_rows_train_the_probes_together_and_keep_their_settings(monkeypatch):
 
 def test_without_recipe_rows_the_section_says_not_measured():
     assert recipe_section([]) == "Not measured: these results hold no `recipe` stage rows."
-
-
-@pytest.mark.parametrize("value, text", [(None, "null"), (True, "true"), (4, "4"),
-                                         (0.3, "0.3")])
-def test_values_are_written_as_the_command_line_reads_them(value, text):
-    run = recipe.probe_run("p", {"model.x": value}, 1)
-    assert run["overrides"]["model.x"] == text
