@@ -87,6 +87,13 @@ def test_issue_20_targets_are_judged_with_the_default_and_its_efficiency_row():
            "full (sweep, greedy, unseen voices) | 32.0% vs 30.0% | met |" in table
 
 
+def test_a_window_is_not_judged_against_a_full_attention_run_that_never_learned():
+    rows = {**_issue_20_rows(), "full": _row("full", **{"test/cer_unseen": 0.95})}
+    table = targets(rows, [], None, {"default-s0": _efficiency("default-s0", 1000.0)})
+    assert "| 32.0% vs 95.0%: full attention had not left CTC's blank plateau within the " \
+           "sweep's budget, so there is no ability to compare with | inconclusive |" in table
+
+
 def test_throughput_is_judged_against_a_previous_default_run_when_the_results_hold_one():
     by_group = {**_issue_20_rows(),
                 "previous-default": _row("previous-default", **{"test/cer_unseen_beam": 0.1})}
