@@ -12,6 +12,7 @@ from experiments.truncated_attention.targets import (
     fmt,
     previous_encoder_frames_per_second,
 )
+from suite.experiment import command_value
 
 BREAKDOWN_TABLES = {"engine": "engine", "snr": "SNR band", "codec": "G.722 codec",
                     "kind": "kind of text"}
@@ -97,7 +98,8 @@ RECIPE_COLUMNS = (("val/cer", "val CER"), ("test/cer_unseen", "unseen CER"),
 
 
 def _option(row: dict[str, Any]) -> str:
-    return ", ".join(f"`{key}={value}`" for key, value in row["option"].items()) or "none (base)"
+    options = row["option"].items()
+    return ", ".join(f"`{key}={command_value(value)}`" for key, value in options) or "none (base)"
 
 
 def recipe_section(runs: list[dict[str, Any]]) -> str:
