@@ -225,7 +225,8 @@ def _header(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
                   "are those of a shared CPU.", ""]
     if results.get("carried_over"):
         carried = _groups(results["runs"], results["carried_over"])
-        parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} runs were "
+        parts += [f"{len(results['carried_over'])} of the {len(results['runs'])} result rows "
+                  "(training runs and stage measurements) were "
                   "measured by earlier invocations with the same configuration and carried over "
                   f"from the previous results.json ({carried}); their "
                   "times come from the machine of that invocation, so compare times only "

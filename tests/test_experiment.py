@@ -297,7 +297,9 @@ def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_pat
     assert [(r["name"], r["metrics"]["test/exact_match"]) for r in results["runs"]] == [
         ("a-s0", 0.5), ("b-s5", 1.0)]
     assert results["carried_over"] == ["a-s0"] and results["left_out"] == ["a-s1"]
-    assert "carried over from the previous results.json (a)" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
+    assert "carried over from the previous results.json (a)" in readme
+    assert "1 of the 2 result rows (training runs and stage measurements)" in readme
 
 
 def test_jobs_run_side_by_side_on_a_share_of_the_threads_and_keep_going_past_a_failure(
