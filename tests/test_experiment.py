@@ -523,4 +523,3 @@ def test_an_override_reaches_the_command_line_as_the_parser_reads_it(value, text
     run = {"head": "asr", "config": None, "overrides": {"trainer.max_time": value},
            "seed": 0, "name": "r-s0"}
     assert f"--trainer.max_time={text}" in train_command(run, "e", Path("runs"))
-

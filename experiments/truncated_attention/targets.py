@@ -28,6 +28,8 @@ WINDOW_SLACK = 0.10
 UNLEARNED_CER = 0.9
 """A sweep run at or above this CER has not left CTC's blank plateau (it emits almost only
 blanks): a window compared with it is not compared with full attention's ability."""
+VERDICTS = {True: "met", False: "missed", None: "not measured"}
+"""A check's outcome -> its verdict; a check may also give its own (``"inconclusive"``)."""
 MEMORY_RATIO_MIN = 20
 REFERENCE_WINDOW, REFERENCE_SUBSAMPLING = 16, 4
 """The window the sweep's target is stated for: (16,16) encoder frames at 4x subsampling."""
@@ -194,7 +196,5 @@ def targets(by_group: dict[str, dict[str, Any]], scaling: list[dict[str, Any]],
         *_memory(scaling)]
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     for name, measured, ok in checks:
-        verdict = ok if isinstance(ok, str) else (
-            "not measured" if ok is None else ("met" if ok else "missed"))
-        lines.append(f"| {name} | {measured} | {verdict} |")
+        lines.append(f"| {name} | {measured} | {VERDICTS.get(ok, ok)} |")
     return "\n".join(lines)
