@@ -9,12 +9,16 @@
   of the true mel (what the vocoder alone loses), and Griffin-Lim of our free-running mel.
   Per-utterance CER differences get a bootstrap interval; the real-time factor of synthesis
   (one utterance at a time, one thread, vocoder included) is measured on the same items.
+- ``skip-rule``: how often the skip rule fires where nothing can be skipped - on teacher-forced
+  attention (the model reading flite's own frames) and on flite's true alignment itself (a
+  phone shorter than a decoder step owns no step) - the floor under the free-running skip rate.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,7 @@ from typing import Any
 import lightning.pytorch as pl
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 import yaml
 from torchmetrics.functional.text import char_error_rate
 
@@ -29,8 +34,9 @@ from experiments.truncated_attention.peer import score, transcribe
 from suite import paths
 from suite.errors import DataError
 from tasks.asr.features import SAMPLE_RATE
-from tasks.tts.alignment import bootstrap_ci
-from tasks.tts.data import TTSDataModule
+from tasks.tts import alignment as align
+from tasks.tts.corpus import silent_ids
+from tasks.tts.data import TEST_SETS, TTSDataModule
 from tasks.tts.module import TTSModule
 from tasks.tts.synthesis import Synthesis
 
@@ -148,7 +154,7 @@ def intelligibility(runs: list[str], items: int = 200, folder: str = EXPERIMENT
             metrics["test/cer_ratio_to_flite"] = (metrics["test/cer_ours"]
                                                   / max(metrics["test/cer_flite"], 1e-9))
             diffs = [a - b for a, b in zip(per_item["ours"], per_item["flite"], strict=True)]
-            low, high = bootstrap_ci(diffs)
+            low, high = align.bootstrap_ci(diffs)
             metrics |= {"test/cer_diff_mean": statistics.fmean(diffs),
                         "test/cer_diff_ci_low": low, "test/cer_diff_ci_high": high}
             rows.append(_row(f"intelligibility-{run}", "intelligibility",
@@ -156,3 +162,55 @@ def intelligibility(runs: list[str], items: int = 200, folder: str = EXPERIMENT
         return rows
     finally:
         torch.set_num_threads(threads)
+
+
+
+def skip_flags(weights: torch.Tensor, true_token: torch.Tensor, step_lengths: torch.Tensor,
+               token_lengths: torch.Tensor, silent: torch.Tensor
+               ) -> tuple[list[bool], list[bool]]:
+    """Per item, whether :func:`tasks.tts.alignment.attention_errors` counts a skip in the
+    attention ``weights`` ``(B, S, N)``, and in the one-hot of flite's ``true_token``
+    ``(B, S)`` (a phone shorter than a decoder step is nobody's true phone). ``silent``
+    ``(B, N)`` marks the pauses, which are never skipped."""
+    model, timing = [], []
+    for i in range(weights.shape[0]):
+        steps, tokens = int(step_lengths[i]), int(token_lengths[i])
+        true = F.one_hot(true_token[i, :steps].clamp(min=0), weights.shape[-1]).float()
+        for flags, item in ((model, weights[i, :steps]), (timing, true)):
+            flags.append(align.attention_errors(item, tokens, False, silent[i])["skip"])
+    return model, timing
+
+
+def teacher_forced_skips(module: TTSModule, batches: Iterable[dict[str, Any]]
+                          ) -> tuple[list[bool], list[bool]]:
+    """:func:`skip_flags` over every item, the attention being the mean of the heads free-running
+    synthesis watches, as in the free-running test."""
+    pause_ids = torch.tensor(sorted(silent_ids(module.hparams.units)))
+    model, timing = [], []
+    for batch in batches:
+        with torch.no_grad():
+            _, maps, _ = module.losses(batch)
+        weights = torch.stack([maps[layer][:, head] for layer, heads
+                               in module.synthesis_heads.items() for head in heads]).mean(0)
+        steps = module.step_lengths(batch)
+        true = module.true_tokens(batch, weights.shape[1])
+        silent = torch.isin(batch["tokens"], pause_ids)
+        flags = skip_flags(weights, true, steps, batch["token_lengths"], silent)
+        model, timing = model + flags[0], timing + flags[1]
+    return model, timing
+
+
+def skip_rule(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, Any]]:
+    """The skip rule's floor: the share of held-out items it flags on each run's teacher-forced
+    attention and on flite's true alignment: rows ``skip-rule-<run>``."""
+    rows = []
+    for run in runs:
+        module, datamodule = load_run(run, folder)
+        metrics: dict[str, float] = {}
+        for name, loader in zip(TEST_SETS, datamodule.test_dataloader(), strict=True):
+            model, timing = teacher_forced_skips(module, loader)
+            metrics[f"test/skip_teacher_forced_{name}"] = statistics.fmean(model)
+            metrics[f"test/skip_true_alignment_{name}"] = statistics.fmean(timing)
+        rows.append(_row(f"skip-rule-{run}", "skip-rule", f"{module.hparams.model}", metrics,
+                         run=run))
+    return rows

@@ -127,6 +127,25 @@ def synthesis_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def skip_rule_table(results: dict[str, Any]) -> list[str]:
+    """Each run's free-running skip rate beside the rule's floor (the ``skip-rule`` stage)."""
+    windowed = {row["run"]: row for row in _stage(results, "free-running")
+                if row.get("synthesis") == "windowed"}
+    rows = _stage(results, "skip-rule")
+    if not rows:
+        return []
+    lines = ["| run | short: free-running (window on) % | short: teacher forced % | short: "
+             "flite's true alignment % | long: teacher forced % | long: flite's true "
+             "alignment % |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        free = windowed.get(row["run"], {}).get("metrics", {}).get("test/skip_short")
+        floors = [f"{100 * row['metrics'][f'test/skip_{kind}_{split}']:.1f}"
+                  for split in ("short", "long") for kind in ("teacher_forced", "true_alignment")]
+        lines.append(" | ".join([f"| {row['run']}", "-" if free is None else f"{100 * free:.1f}",
+                                 *floors]) + " |")
+    return lines
+
+
 def intelligibility_table(results: dict[str, Any]) -> list[str]:
     rows = _stage(results, "intelligibility")
     if not rows:
@@ -231,6 +250,14 @@ def analysis(results: dict[str, Any]) -> str:
                   " EOS appended) is synthesised on its own, windowed, and the audio joined - "
                   "as long-form TTS systems do; attention errors are scored on the joined "
                   "alignment over the whole text.", "", *conditions, ""]
+    floor = skip_rule_table(results)
+    if floor:
+        parts += ["## How often the skip rule fires where nothing is skipped", "",
+                  "The `skip-rule` stage applies the same rule to the held-out items' "
+                  "teacher-forced attention (the model reading flite's own frames, so the "
+                  "audio skips nothing) and to flite's true alignment as a one-hot map (a "
+                  "sounding phone shorter than a decoder step is the true phone of no step). "
+                  "Read the free-running skip rate against these floors.", "", *floor, ""]
     heard = intelligibility_table(results)
     if heard:
         parts += ["## Intelligibility (pocketsphinx, the short held-out sentences)", "",

@@ -215,7 +215,7 @@ class TTSModule(TaskModule):
             pos_weight=torch.tensor(self.hparams.stop_weight, device=mel.device))
             * valid).sum() / valid.sum()
         steps, tokens = maps[0].shape[-2:]
-        mask = align.valid_mask(token_lengths, self._step_lengths(batch), steps, tokens)
+        mask = align.valid_mask(token_lengths, self.step_lengths(batch), steps, tokens)
         guided_weights = torch.stack([maps[layer][:, head] for layer, heads
                                       in self.guided_heads.items() for head in heads], dim=1)
         guided = align.guided_attention_loss(guided_weights, self._prior(batch, steps, tokens),
@@ -237,19 +237,21 @@ class TTSModule(TaskModule):
         """The guided loss's prior W ``(B, steps, tokens)``: diagonal or centred on flite's true
         phone at each step."""
         kind, sigma = self.guidance.prior, self.guidance.sigma
-        token_lengths, step_lengths = batch["token_lengths"], self._step_lengths(batch)
+        token_lengths, step_lengths = batch["token_lengths"], self.step_lengths(batch)
         if kind == "diagonal":
             return align.diagonal_prior(token_lengths, step_lengths, steps, tokens, sigma)
-        true = self._true_tokens(batch, steps)
+        true = self.true_tokens(batch, steps)
         return align.aligned_prior(true, token_lengths, step_lengths, tokens, sigma)
 
-    def _step_lengths(self, batch: dict[str, Tensor]) -> Tensor:
+    def step_lengths(self, batch: dict[str, Tensor]) -> Tensor:
         """Decoder steps of each item ``(B,)``: its frames in steps of r, the last one partial."""
         return torch.ceil(batch["mel_lengths"] / self.model.reduction).long()
 
-    def _true_tokens(self, batch: dict[str, Tensor], steps: int) -> Tensor:
+    def true_tokens(self, batch: dict[str, Tensor], steps: int) -> Tensor:
+        """flite's token at each of ``steps`` decoder steps ``(B, S)``
+        (:func:`tasks.tts.alignment.true_tokens`)."""
         return align.true_tokens(batch["token_ends"], batch["token_lengths"],
-                                 self._step_lengths(batch), steps, self.model.reduction)
+                                 self.step_lengths(batch), steps, self.model.reduction)
 
     # ------------------------------------------------------------------ alignment metrics
     @property
@@ -285,7 +287,7 @@ class TTSModule(TaskModule):
     def _score_alignment(self, batch: dict[str, Tensor], maps: list[Tensor], mask: Tensor
                          ) -> None:
         steps, tokens = maps[0].shape[-2:]
-        step_lengths = self._step_lengths(batch)
+        step_lengths = self.step_lengths(batch)
         candidates, rates = self._focus(maps, mask)
         weights = candidates[:, align.most_focused_head(rates)]
         diagonal = align.diagonal_prior(batch["token_lengths"], step_lengths, steps, tokens,
@@ -294,7 +296,7 @@ class TTSModule(TaskModule):
                   "diagonality": align.diagonality(weights, diagonal, mask),
                   "attention_entropy": align.attention_entropy(weights, mask)}
         if self.hparams.units == "phones":
-            true = self._true_tokens(batch, steps)
+            true = self.true_tokens(batch, steps)
             scores["align_acc"] = align.alignment_accuracy(weights, true, mask)
         for name, values in scores.items():
             self._val.setdefault(name, []).append(values.detach().float().cpu())

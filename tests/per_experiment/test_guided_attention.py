@@ -1,7 +1,15 @@
 """guided_attention: the report's reading of curves, stage rows and targets."""
 
-from experiments.guided_attention.listen import SYNTHESES, synthesis_for
-from experiments.guided_attention.report import analysis, free_running, steps_to, targets
+import torch
+
+from experiments.guided_attention.listen import SYNTHESES, skip_flags, synthesis_for
+from experiments.guided_attention.report import (
+    analysis,
+    free_running,
+    skip_rule_table,
+    steps_to,
+    targets,
+)
 from tasks.tts.synthesis import Synthesis
 
 
@@ -65,3 +73,30 @@ def test_each_free_running_condition_keeps_the_runs_other_settings() -> None:
     assert [(c.windowed, c.by_phrase) for c in conditions.values()] == [
         (True, False), (False, False), (True, True)]
     assert all(c.max_stall == 7 for c in conditions.values())
+
+
+def test_skip_flags_read_the_rule_on_attention_and_on_the_true_alignment() -> None:
+    # item 0: token 1 lasts less than a step (no step's own), attention shares it at 0.3;
+    # item 1: token 1 owns step 1 but attention passes it by; token 2 is a pause in both
+    true = torch.tensor([[0, 2, 3, 3], [0, 1, 3, 3]])
+    weights = torch.zeros(2, 4, 4)
+    weights[0, 0, 0], weights[0, 1, 1], weights[0, 1, 2], weights[0, 2:, 3] = 1, 0.3, 0.7, 1
+    weights[1, 0, 0], weights[1, 1, 0], weights[1, 2:, 3] = 1, 1, 1
+    silent = torch.tensor([[False, False, True, False]] * 2)
+    model, timing = skip_flags(weights, true, torch.tensor([4, 4]), torch.tensor([4, 4]), silent)
+    assert model == [False, True]
+    assert timing == [True, False]
+
+
+def test_skip_rule_table_sets_the_floor_beside_the_free_running_rate() -> None:
+    row = {"name": "skip-rule-guided-s0", "stage": "skip-rule", "run": "guided-s0",
+           "metrics": {"test/skip_teacher_forced_short": 0.05,
+                       "test/skip_true_alignment_short": 0.1,
+                       "test/skip_teacher_forced_long": 0.2,
+                       "test/skip_true_alignment_long": 0.3}}
+    stage = _stage("guided-s0", "windowed", 0.01)
+    stage["metrics"]["test/skip_short"] = 0.25
+    table = skip_rule_table({"runs": [stage, row]})
+    assert table[-1] == "| guided-s0 | 25.0 | 5.0 | 10.0 | 20.0 | 30.0 |"
+    with_floor = {**RESULTS, "runs": [*RESULTS["runs"], row]}
+    assert "## How often the skip rule fires" in analysis(with_floor)

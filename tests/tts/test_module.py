@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments.guided_attention.listen import teacher_forced_skips
 from suite.blocks import LayerConfig
 from suite.cli import main
 from suite.errors import UsageError
 from tasks.tts import alignment as align
+from tasks.tts.data import TEST_SETS
 from tasks.tts.module import Guidance, TTSModule
 
 TINY_LAYERS = LayerConfig(dim=64, depth=2, num_heads=2, ffn_dim=128, dropout=0.0)
@@ -27,7 +29,7 @@ def _accuracy(module: TTSModule, batch: dict) -> float:
         _, maps, mask = module.losses(batch)
     steps = maps[0].shape[-2]
     weights = module.monitored_maps(maps, mask)
-    true = module._true_tokens(batch, steps)
+    true = module.true_tokens(batch, steps)
     return float(align.alignment_accuracy(weights, true, mask).mean())
 
 
@@ -140,3 +142,15 @@ def test_predict_rejects_empty_text(checkpoint: Path, tmp_path: Path,
     assert code == 2
     assert len(error.splitlines()) == 1 and "empty text" in error
     assert not list(tmp_path.iterdir())
+
+
+def test_the_skip_rule_floor_flags_each_held_out_item_once(tiny_corpus, checkpoint: Path
+                                                           ) -> None:
+    """The ``skip-rule`` stage's measurement: one flag per item, on the model's teacher-forced
+    attention and on flite's true alignment, for every test set."""
+    module = TTSModule.load_from_checkpoint(checkpoint).eval()
+    datamodule = tiny_corpus.module()
+    for name, loader in zip(TEST_SETS, datamodule.test_dataloader(), strict=True):
+        model, timing = teacher_forced_skips(module, loader)
+        assert len(model) == len(timing) == len(datamodule.dataset(name))
+        assert all(isinstance(flag, bool) for flag in model + timing)
