@@ -100,3 +100,9 @@ def test_skip_rule_table_sets_the_floor_beside_the_free_running_rate() -> None:
     assert table[-1] == "| guided-s0 | 25.0 | 5.0 | 10.0 | 20.0 | 30.0 |"
     with_floor = {**RESULTS, "runs": [*RESULTS["runs"], row]}
     assert "## How often the skip rule fires" in analysis(with_floor)
+
+
+def test_the_unguided_ratio_says_how_many_seeds_never_aligned() -> None:
+    unguided = [_run("unguided", 0, 330, [0.2, 0.95, 0.96]), _run("unguided", 1, -1, [0.2, 0.3])]
+    table = "\n".join(targets(RESULTS, {"guided": RESULTS["runs"][:1], "unguided": unguided}))
+    assert "| 1.1x over the unguided seeds that aligned; 1 of 2 never did | missed |" in table
