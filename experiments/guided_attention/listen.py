@@ -164,7 +164,6 @@ def intelligibility(runs: list[str], items: int = 200, folder: str = EXPERIMENT
         torch.set_num_threads(threads)
 
 
-
 def skip_flags(weights: torch.Tensor, true_token: torch.Tensor, step_lengths: torch.Tensor,
                token_lengths: torch.Tensor, silent: torch.Tensor
                ) -> tuple[list[bool], list[bool]]:
@@ -190,13 +189,14 @@ def teacher_forced_skips(module: TTSModule, batches: Iterable[dict[str, Any]]
     for batch in batches:
         with torch.no_grad():
             _, maps, _ = module.losses(batch)
-        weights = torch.stack([maps[layer][:, head] for layer, heads
-                               in module.synthesis_heads.items() for head in heads]).mean(0)
+        weights = align.head_maps(maps, module.synthesis_heads).mean(1)  # (B, S, N)
         steps = module.step_lengths(batch)
         true = module.true_tokens(batch, weights.shape[1])
         silent = torch.isin(batch["tokens"], pause_ids)
-        flags = skip_flags(weights, true, steps, batch["token_lengths"], silent)
-        model, timing = model + flags[0], timing + flags[1]
+        batch_model, batch_timing = skip_flags(weights, true, steps, batch["token_lengths"],
+                                               silent)
+        model.extend(batch_model)
+        timing.extend(batch_timing)
     return model, timing
 
 

@@ -26,6 +26,13 @@ from torch import Tensor
 from suite.errors import UsageError
 
 
+def head_maps(maps: Sequence[Tensor], heads: dict[int, list[int]]) -> Tensor:
+    """The chosen heads' cross-attention ``(B, n, S, N)``, from each decoder layer's maps
+    ``(B, H, S, N)``; ``heads`` maps a layer to its head indices."""
+    return torch.stack([maps[layer][:, head] for layer, chosen in heads.items()
+                        for head in chosen], dim=1)
+
+
 def valid_mask(token_lengths: Tensor, step_lengths: Tensor, steps: int, tokens: int) -> Tensor:
     """``(B, S, N)`` bool: step ``t < T_b`` and token ``n < N_b``."""
     device = token_lengths.device

@@ -216,10 +216,8 @@ class TTSModule(TaskModule):
             * valid).sum() / valid.sum()
         steps, tokens = maps[0].shape[-2:]
         mask = align.valid_mask(token_lengths, self.step_lengths(batch), steps, tokens)
-        guided_weights = torch.stack([maps[layer][:, head] for layer, heads
-                                      in self.guided_heads.items() for head in heads], dim=1)
-        guided = align.guided_attention_loss(guided_weights, self._prior(batch, steps, tokens),
-                                             mask)
+        guided = align.guided_attention_loss(align.head_maps(maps, self.guided_heads),
+                                             self._prior(batch, steps, tokens), mask)
         loss = l1 + stop_loss + self.guidance_weight() * guided
         return {"loss": loss, "mel_l1": l1, "stop": stop_loss, "guided": guided}, maps, mask
 

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from suite.attention import AttentionMask
 from suite.data import pad_sequences
+from tasks.tts.alignment import head_maps
 from tasks.tts.model import Generated, TransformerTTS
 
 END_TOKENS = 3
@@ -119,8 +120,7 @@ def generate(model: TransformerTTS, tokens: Tensor, token_lengths: Tensor,
         out, maps = model.decoder(x, memory, memory_mask=masks, need_weights=True, cache=cache)
         mel_step = model.mel_out(out).view(batch, r, model.n_mels)
         stop = torch.sigmoid(model.stop_out(out).float()).view(batch, r)
-        attention = torch.stack([maps[layer][:, head, 0] for layer, hs in heads.items()
-                                 for head in hs]).mean(0)  # (B, N)
+        attention = head_maps(maps, heads)[:, :, 0].mean(1)  # (B, N)
         peak, stall = next_peak(attention, peak, stall, token_lengths, synthesis.max_stall)
         frames.append(mel_step)
         alignment.append(attention)

@@ -241,3 +241,10 @@ def test_bootstrap_ci_contains_the_mean() -> None:
     assert low < narrow[0] < narrow[1] < high
     with pytest.raises(UsageError, match="non-empty"):
         align.bootstrap_ci([])
+
+
+def test_head_maps_picks_each_layers_chosen_heads_in_order() -> None:
+    maps = [torch.arange(2 * 3 * 4.0).view(1, 2, 3, 4) + 100 * layer for layer in range(3)]
+    picked = align.head_maps(maps, {1: [1], 2: [0, 1]})
+    assert picked.shape == (1, 3, 3, 4)
+    assert torch.equal(picked[0], torch.stack([maps[1][0, 1], maps[2][0, 0], maps[2][0, 1]]))
