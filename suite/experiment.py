@@ -114,7 +114,8 @@ def run_stage(stage: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
 def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
                  results_path: Path) -> dict[str, list[dict[str, Any]]]:
     """Rows of an earlier ``results.json``, by run or stage name, for the planned runs and
-    stages whose fingerprint is unchanged."""
+    stages whose fingerprint is unchanged; the rows it drops are named in a warning, since
+    they may have no checkpoint left to measure them again."""
     if not results_path.is_file():
         return {}
     earlier = json.loads(results_path.read_text())["runs"]
@@ -126,6 +127,12 @@ def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
                 and row.get("fingerprint") == stage_fingerprint(stage)]
         if rows:
             kept[stage["unit"]] = rows
+    kept_rows = {id(row) for rows in kept.values() for row in rows}
+    dropped = [row["name"] for row in earlier if id(row) not in kept_rows]
+    if dropped:
+        print(f"warning: earlier result rows dropped (no longer planned, or "
+              f"their configuration or upstream run changed since they were measured; --only "
+              f"them to measure again): {', '.join(dropped)}", file=sys.stderr, flush=True)
     return kept
 
 

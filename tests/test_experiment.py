@@ -273,7 +273,8 @@ def test_fingerprint_ignores_comments_but_not_values(tmp_path):
     assert experiment.fingerprint(run) != before
 
 
-def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_path, monkeypatch):
+def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_path, monkeypatch,
+                                                                        capsys):
     spec = {k: v for k, v in SPEC.items() if k != "report"}
     monkeypatch.setattr(experiment, "load_spec", lambda name: spec)
     monkeypatch.setattr(paths, "ROOT", tmp_path)
@@ -297,6 +298,8 @@ def test_only_carries_over_earlier_rows_whose_configuration_is_unchanged(tmp_pat
     assert [(r["name"], r["metrics"]["test/exact_match"]) for r in results["runs"]] == [
         ("a-s0", 0.5), ("b-s5", 1.0)]
     assert results["carried_over"] == ["a-s0"] and results["left_out"] == ["a-s1"]
+    warning = capsys.readouterr().err
+    assert "warning: earlier result rows dropped" in warning and warning.endswith(": a-s1\n")
     readme = (out / "README.md").read_text()
     assert "carried over from the previous results.json (a)" in readme
     assert "1 of the 2 result rows (training runs and stage measurements)" in readme
