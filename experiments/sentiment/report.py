@@ -177,7 +177,7 @@ def long_documents(results: dict[str, Any]) -> list[str]:
     cost = [r for r in results["runs"] if r.get("stage") == "long-documents"]
     if not runs and not cost:
         return []
-    lines = ["## Long reviews", ""]
+    lines = ["### Long reviews", ""]
     if runs:
         lines += ["| run | test accuracy % | peak memory MB | train s |", "|---|---|---|---|"]
         lines += [f"| {r['model']} | {_percent([_acc(r)])} | {r.get('peak_memory_mb') or '-'} "
