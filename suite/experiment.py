@@ -130,9 +130,9 @@ def carried_over(planned: list[dict[str, Any]], stages: list[dict[str, Any]],
     kept_rows = {id(row) for rows in kept.values() for row in rows}
     dropped = [row["name"] for row in earlier if id(row) not in kept_rows]
     if dropped:
-        print(f"warning: earlier result rows dropped (no longer planned, or "
-              f"their configuration or upstream run changed since they were measured; --only "
-              f"them to measure again): {', '.join(dropped)}", file=sys.stderr, flush=True)
+        print("warning: earlier result rows dropped (no longer planned, or their configuration "
+              "or upstream run changed since they were measured; --only them to measure "
+              f"again): {', '.join(dropped)}", file=sys.stderr, flush=True)
     return kept
 
 
