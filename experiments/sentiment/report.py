@@ -218,12 +218,18 @@ def memory_exponent(rows: list[dict[str, Any]]) -> float | None:
                                         [math.log(memory) for _, memory in points]).slope
 
 
-def _linear_memory_target(cost: list[dict[str, Any]]) -> list[str]:
-    """The target line: local + global memory grows linearly with length."""
+def _cost_by_variant(cost: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The ``long-documents`` rows that measured something, by variant, in measured order."""
     by_variant: dict[str, list[dict[str, Any]]] = {}
     for row in cost:
-        by_variant.setdefault(row["model"], []).append(row)
-    exponents = {name: memory_exponent(rows) for name, rows in by_variant.items()}
+        if "error" not in row["metrics"]:
+            by_variant.setdefault(row["model"], []).append(row)
+    return by_variant
+
+
+def _linear_memory_target(cost: list[dict[str, Any]]) -> list[str]:
+    """The target line: local + global memory grows linearly with length."""
+    exponents = {name: memory_exponent(rows) for name, rows in _cost_by_variant(cost).items()}
     local = next((k for name, k in exponents.items() if name.startswith("local")), None)
     longest = max((r["seq_len"] for r in cost), default=0)
     ok = None if local is None or longest < LONGEST_REVIEW else local <= LINEAR_EXPONENT
@@ -295,12 +301,10 @@ def charts(results: dict[str, Any]) -> dict[str, Any]:
             acc_ax.set_ylabel("masked tokens restored", color="C1")
         loss_ax.grid(alpha=0.3)
         out["pretraining.png"] = fig
-    cost = [r for r in results["runs"] if r.get("stage") == "long-documents"
-            and "error" not in r["metrics"]]
+    cost = _cost_by_variant([r for r in results["runs"] if r.get("stage") == "long-documents"])
     if cost:
         fig, axes = pyplot().subplots(1, 2, figsize=(10, 4))
-        for index, name in enumerate(dict.fromkeys(r["model"] for r in cost)):
-            rows = [r for r in cost if r["model"] == name]
+        for index, (name, rows) in enumerate(cost.items()):
             for ax, key in zip(axes, ("seconds", "peak_memory_mb"), strict=True):
                 ax.loglog([r["seq_len"] for r in rows], [r["metrics"][key] for r in rows],
                           marker="o", color=f"C{index}", label=name)

@@ -253,18 +253,17 @@ class TTSModule(TaskModule):
 
     # ------------------------------------------------------------------ alignment metrics
     @property
-    def candidate_heads(self) -> list[tuple[int, int]]:
-        """The (layer, head) pairs whose alignment may be scored: the guided ones, or for an
-        unguided model every head of every decoder layer."""
+    def candidate_heads(self) -> dict[int, list[int]]:
+        """The heads, by decoder layer, whose alignment may be scored: the guided ones, or for
+        an unguided model every head of every decoder layer."""
         if self.guidance.weight:
-            return [(layer, head) for layer, heads in self.guided_heads.items() for head in heads]
-        return [(layer, head) for layer, block in enumerate(self.model.decoder.layers)
-                for head in range(block.cross_attention.num_heads)]
+            return self.guided_heads
+        return {layer: list(range(block.cross_attention.num_heads))
+                for layer, block in enumerate(self.model.decoder.layers)}
 
     def _focus(self, maps: list[Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         """The candidate heads' attention ``(B, heads, S, N)`` and focus rates ``(heads, B)``."""
-        candidates = torch.stack([maps[layer][:, head] for layer, head in self.candidate_heads],
-                                 dim=1)
+        candidates = align.head_maps(maps, self.candidate_heads)
         return candidates, align.head_focus_rates(candidates, mask)
 
     def monitored_maps(self, maps: list[Tensor], mask: Tensor) -> Tensor:
@@ -323,7 +322,9 @@ class TTSModule(TaskModule):
             return
         if head_focus is not None and not self.guidance.weight:
             total = torch.cat(head_focus).sum(0)  # (heads,) summed focus over validation
-            self.focused_head = self.candidate_heads[int(total.argmax())]
+            pairs = [(layer, head) for layer, heads in self.candidate_heads.items()
+                     for head in heads]  # in head_maps' order
+            self.focused_head = pairs[int(total.argmax())]
         if example is not None:  # decoder steps down, input tokens across
             self.log_attention_maps(example[0], "val/attention", example[1])
         for name, value in scores.items():
