@@ -43,6 +43,7 @@ from suite.data import (
 from suite.errors import DataError, UsageError
 from tasks.sentiment import imdb
 from tasks.sentiment.lexicon import fetch_lexicon, lexicon_state, load_lexicon, word_valence
+from tasks.sentiment.pretraining import window_starts
 from tasks.sentiment.splits import (
     HOLDOUT_FRACTIONS,
     SPLITS,
@@ -236,7 +237,8 @@ class SentimentDataModule(pl.LightningDataModule):
     restores it with the weights.
 
     ``objective="mlm"`` serves the masked-LM pretraining corpus instead: IMDb's training
-    reviews only (:func:`tasks.sentiment.imdb.pretraining_splits`), labels unused.
+    reviews only (:func:`tasks.sentiment.imdb.pretraining_splits`), labels unused, each review
+    read whole in windows of ``max_length`` tokens (:meth:`_windows`).
     ``pretrained`` (a checkpoint path) takes that checkpoint's tokenizer and ``vocab_size``
     instead of learning them, and is linked to the model's ``init_from``: one setting
     fine-tunes a pretrained encoder on text read exactly as it was in pretraining.
@@ -329,22 +331,45 @@ class SentimentDataModule(pl.LightningDataModule):
                                 f"more than vocab_size={self.vocab_size}")
             self.tokenizer = tokenizer
 
+    def _encode(self, texts: Sequence[str]) -> tuple[list, list[list[float]] | None]:
+        """Each text's subword encoding (no special tokens) and, with ``lexicon``, its
+        tokens' valences."""
+        if self.tokenizer is None:
+            raise DataError("no tokenizer yet: call setup() or load a checkpoint first")
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if not self.lexicon:
+            return encodings, None
+        if self.valence_table is None:
+            self.valence_table = load_lexicon()
+        return encodings, word_valence(encodings, texts, self.valence_table)
+
     def _token_ids(self, texts: Sequence[str]
                    ) -> tuple[list[list[int]], list[bool], list[list[float]] | None]:
         """``[CLS]`` + subword ids cut to ``max_length``, whether each text was cut, and (with
         ``lexicon``) the ids' valences, 0 at ``[CLS]``."""
-        if self.tokenizer is None:
-            raise DataError("no tokenizer yet: call setup() or load a checkpoint first")
-        room = self.max_length - 1
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings, valence = self._encode(texts)
         ids = [[CLS_ID, *self._cut(e.ids)] for e in encodings]
-        truncated = [len(e.ids) > room for e in encodings]
-        if not self.lexicon:
+        truncated = [len(e.ids) > self.max_length - 1 for e in encodings]
+        if valence is None:
             return ids, truncated, None
-        if self.valence_table is None:
-            self.valence_table = load_lexicon()
-        valence = word_valence(encodings, texts, self.valence_table)
         return ids, truncated, [[0.0, *self._cut(v)] for v in valence]
+
+    def _windows(self, texts: Sequence[str], labels: Sequence[int]
+                 ) -> tuple[list[list[int]], list[int], list[list[float]] | None]:
+        """Masked-LM items: every text whole, in windows of ``max_length - 1`` tokens
+        (:func:`window_starts`), each led by ``[CLS]`` as BERT reads its corpus - not only each
+        review's beginning. Returns the windows' ids, their texts' labels and (with
+        ``lexicon``) their valences, 0 at ``[CLS]``."""
+        encodings, valence = self._encode(texts)
+        room = self.max_length - 1
+        ids, kept, values = [], [], []
+        for i, (encoding, label) in enumerate(zip(encodings, labels, strict=True)):
+            for start in window_starts(len(encoding.ids), room):
+                ids.append([CLS_ID, *encoding.ids[start:start + room]])
+                kept.append(label)
+                if valence is not None:
+                    values.append([0.0, *valence[i][start:start + room]])
+        return ids, kept, values if valence is not None else None
 
     def _cut(self, pieces: list) -> list:
         """A text's tokens (or their valences) cut to ``max_length - 1``: its beginning, or with
@@ -384,7 +409,10 @@ class SentimentDataModule(pl.LightningDataModule):
         if not self.splits:
             raise DataError("no data yet: call setup() first")
         texts, labels = self.splits[split]
-        ids, _, valence = self._token_ids(texts)
+        if self.objective == "mlm":
+            ids, labels, valence = self._windows(texts, labels)
+        else:
+            ids, _, valence = self._token_ids(texts)
         items: list[Item] = [(torch.tensor(seq, dtype=torch.long), label)
                              for seq, label in zip(ids, labels, strict=True)]
         if valence is not None:

@@ -32,6 +32,15 @@ HEAD_PREFIXES = ("classifier.",)
 """Parameters a pretrained encoder does not carry over: the task's classifier."""
 
 
+def window_starts(length: int, room: int) -> list[int]:
+    """Where the windows of ``room`` tokens that cover a text of ``length`` tokens begin: every
+    ``room`` tokens, the last one ending at the text's end (it overlaps the one before rather
+    than leaving a scrap too short to mask); one window for a text that fits."""
+    if length <= room:
+        return [0]
+    return [*range(0, length - room, room), length - room]
+
+
 def mask_tokens(tokens: Tensor, lengths: Tensor, vocab_size: int,
                 probability: float = MASK_PROBABILITY,
                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

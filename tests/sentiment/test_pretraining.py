@@ -14,7 +14,7 @@ from suite.errors import UsageError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment import imdb
 from tasks.sentiment.module import SentimentModule
-from tasks.sentiment.pretraining import IGNORE, load_encoder, mask_tokens
+from tasks.sentiment.pretraining import IGNORE, load_encoder, mask_tokens, window_starts
 from tasks.sentiment.tokenizer import CLS_ID, MASK_ID, PAD_ID, SPECIAL_TOKENS
 
 from . import fake_imdb
@@ -68,6 +68,30 @@ def test_pretraining_reads_only_imdbs_training_reviews(reviews: None) -> None:
     assert dm.dataset_name == "imdb-mlm"
     assert len(dm.splits["validation"].texts) == max(
         1, round(imdb.PRETRAINING_VALIDATION * len(training)))
+
+
+@pytest.mark.parametrize(("length", "room", "starts"), [
+    (3, 4, [0]), (4, 4, [0]), (8, 4, [0, 4]), (10, 4, [0, 4, 6]), (9, 4, [0, 4, 5])])
+def test_windows_cover_a_text_in_full_length_windows(length: int, room: int,
+                                                      starts: list[int]) -> None:
+    assert window_starts(length, room) == starts
+    covered = {i for start in starts for i in range(start, min(start + room, length))}
+    assert covered == set(range(length))
+
+
+def test_pretraining_reads_each_review_whole_in_windows(reviews: None) -> None:
+    dm = sentiment.SentimentDataModule(dataset="imdb", objective="mlm", vocab_size=120,
+                                       max_length=16, batch_size=4)
+    dm.setup("fit")
+    rows = [row[:length].tolist() for batch in dm.val_dataloader()
+            for row, length in zip(batch["tokens"], batch["lengths"], strict=True)]
+    expected = []
+    for text in dm.splits["validation"].texts:
+        ids = dm.tokenizer.encode(text, add_special_tokens=False).ids
+        expected += [[CLS_ID, *ids[start:start + 15]] for start in window_starts(len(ids), 15)]
+    assert rows == expected
+    assert len(rows) > len(dm.splits["validation"].texts)  # long reviews span several windows
+    assert all(len(row) <= 16 for row in rows)
 
 
 def test_pretraining_on_another_data_set_is_a_usage_error() -> None:
