@@ -84,7 +84,10 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
             annealed instead of being cut off at a high learning rate. The clock only counts
             while it binds - while the pace so far would spend the budget before the last
             step - so a run ahead of the clock follows the step schedule alone and is
-            bit-reproducible whatever the machine's speed.
+            bit-reproducible whatever the machine's speed. The warmup follows the clock the same
+            way: while the clock binds it ends at the same share of the budget as of the steps,
+            since the step count (``max_epochs``' estimate) may be far beyond what the budget
+            allows, and a step-counted warmup would then never finish.
     noam:   the Transformer paper's ``min(step^-0.5, step * warmup^-1.5)``, scaled to peak 1.
     constant: linear warmup then flat.
     """
@@ -92,14 +95,20 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int,
     if schedule == "noam":
         warmup = max(1, warmup_steps)
         return min(step ** -0.5, step * warmup ** -1.5) * warmup ** 0.5
+    clock_binds = time_fraction * total_steps > step  # the budget ends before the last step
+    warmup_share = warmup_steps / max(1, total_steps)
     if step <= warmup_steps:
-        return step / max(1, warmup_steps)
+        ramp = step / max(1, warmup_steps)
+        if clock_binds:
+            ramp = max(ramp, time_fraction / warmup_share)
+        if ramp < 1:
+            return ramp
     if schedule == "constant":
         return 1.0
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    if time_fraction * total_steps > step:  # at this pace the budget ends before the last step
-        progress = max(progress, time_fraction)
-    progress = min(1.0, progress)
+    if clock_binds:
+        progress = max(progress, (time_fraction - warmup_share) / max(1e-9, 1 - warmup_share))
+    progress = min(1.0, max(0.0, progress))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

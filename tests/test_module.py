@@ -33,6 +33,20 @@ def test_cosine_ignores_the_clock_while_the_steps_are_ahead_of_it():
             lr_multiplier(87, "cosine", 87, 1740, 0.0)
 
 
+def test_warmup_follows_the_clock_when_time_runs_out_first():
+    # a warmup of 10% of 10,000 estimated steps, but the budget binds: 5% of it spent after 50
+    # steps is halfway through warmup, and after 10% of it the warmup is over
+    assert lr_multiplier(49, "cosine", 1000, 10_000, 0.0, time_fraction=0.05) == \
+        pytest.approx(0.5)
+    assert lr_multiplier(99, "cosine", 1000, 10_000, 0.0, time_fraction=0.1) == \
+        pytest.approx(1.0)
+    assert lr_multiplier(99, "constant", 1000, 10_000, 0.0, time_fraction=0.1) == 1.0
+    assert lr_multiplier(199, "cosine", 1000, 10_000, 0.0, time_fraction=0.55) == \
+        pytest.approx(0.5)  # halfway through the budget left after warmup
+    assert lr_multiplier(199, "cosine", 1000, 10_000, 0.1, time_fraction=1.0) == \
+        pytest.approx(0.1)
+
+
 def test_time_budget_share_comes_from_the_trainer_timer(monkeypatch):
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import Timer
