@@ -170,6 +170,13 @@ def _pretraining(ours: list[dict[str, Any]]) -> list[str]:
             "", "![pretraining curve](pretraining.png)", ""]
 
 
+def _reviews_seen(run: dict[str, Any]) -> str:
+    """Training reviews a run read in its budget (steps x batch size): at one budget, a longer
+    input means fewer reviews."""
+    batch = run.get("overrides", {}).get("data.batch_size")
+    return f"{run['steps'] * int(batch):,}" if run.get("steps") and batch else "-"
+
+
 def long_documents(results: dict[str, Any]) -> list[str]:
     """The three long-review runs side by side, the local + global target, and the cost of a
     review's length from the ``long-documents`` stage."""
@@ -179,9 +186,11 @@ def long_documents(results: dict[str, Any]) -> list[str]:
         return []
     lines = ["### Long reviews", ""]
     if runs:
-        lines += ["| run | test accuracy % | peak memory MB | train s |", "|---|---|---|---|"]
+        lines += ["| run | test accuracy % | peak memory MB | train s | steps | reviews seen |",
+                  "|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {_percent([_acc(r)])} | {r.get('peak_memory_mb') or '-'} "
-                  f"| {r.get('train_seconds') or '-'} |" for r in runs.values()]
+                  f"| {r.get('train_seconds') or '-'} | {r.get('steps') or '-'} "
+                  f"| {_reviews_seen(r)} |" for r in runs.values()]
         lines += [""]
     local = runs.get("imdb-local2048")
     cuts = [r for name, r in runs.items() if name != "imdb-local2048" and _acc(r) is not None]
