@@ -166,22 +166,27 @@ def intelligibility(runs: list[str], items: int = 200, folder: str = EXPERIMENT
 
 def skip_flags(weights: torch.Tensor, true_token: torch.Tensor, step_lengths: torch.Tensor,
                token_lengths: torch.Tensor, silent: torch.Tensor
-               ) -> tuple[list[bool], list[bool]]:
+               ) -> tuple[list[bool], list[bool | None]]:
     """Per item, whether :func:`tasks.tts.alignment.attention_errors` counts a skip in the
     attention ``weights`` ``(B, S, N)``, and in the one-hot of flite's ``true_token``
-    ``(B, S)`` (a phone shorter than a decoder step is nobody's true phone). ``silent``
-    ``(B, N)`` marks the pauses, which are never skipped."""
-    model, timing = [], []
+    ``(B, S)`` (a phone shorter than a decoder step is nobody's true phone; None where the
+    item's true tokens are unknown, -1, as for character input). ``silent`` ``(B, N)`` marks
+    the pauses, which are never skipped."""
+    model: list[bool] = []
+    timing: list[bool | None] = []
     for i in range(weights.shape[0]):
         steps, tokens = int(step_lengths[i]), int(token_lengths[i])
+        model.append(align.attention_errors(weights[i, :steps], tokens, False, silent[i])["skip"])
+        if (true_token[i, :steps] < 0).all():
+            timing.append(None)
+            continue
         true = F.one_hot(true_token[i, :steps].clamp(min=0), weights.shape[-1]).float()
-        for flags, item in ((model, weights[i, :steps]), (timing, true)):
-            flags.append(align.attention_errors(item, tokens, False, silent[i])["skip"])
+        timing.append(align.attention_errors(true, tokens, False, silent[i])["skip"])
     return model, timing
 
 
 def teacher_forced_skips(module: TTSModule, batches: Iterable[dict[str, Any]]
-                          ) -> tuple[list[bool], list[bool]]:
+                          ) -> tuple[list[bool], list[bool | None]]:
     """:func:`skip_flags` over every item, the attention being the mean of the heads free-running
     synthesis watches, as in the free-running test."""
     pause_ids = torch.tensor(sorted(silent_ids(module.hparams.units)))
@@ -210,7 +215,9 @@ def skip_rule(runs: list[str], folder: str = EXPERIMENT) -> list[dict[str, Any]]
         for name, loader in zip(TEST_SETS, datamodule.test_dataloader(), strict=True):
             model, timing = teacher_forced_skips(module, loader)
             metrics[f"test/skip_teacher_forced_{name}"] = statistics.fmean(model)
-            metrics[f"test/skip_true_alignment_{name}"] = statistics.fmean(timing)
+            known = [flag for flag in timing if flag is not None]
+            if known:
+                metrics[f"test/skip_true_alignment_{name}"] = statistics.fmean(known)
         rows.append(_row(f"skip-rule-{run}", "skip-rule", f"{module.hparams.model}", metrics,
                          run=run))
     return rows

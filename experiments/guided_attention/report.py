@@ -53,7 +53,11 @@ def steps_to(curve: list[list[float]], level: float) -> int | None:
 
 
 def _steps_to_level(rows: list[dict[str, Any]], level: float) -> str:
-    found = [steps_to(r.get("curves", {}).get("val/align_acc", []), level) for r in rows]
+    """Mean +- sd of the steps to ``level``, and how many seeds never reached it; runs with no
+    alignment curve (character input: flite times phones, not characters) are not scored."""
+    curves = [r["curves"]["val/align_acc"] for r in rows if r.get("curves", {}).get(
+        "val/align_acc")]
+    found = [steps_to(curve, level) for curve in curves]
     reached = [s for s in found if s is not None]
     never = len(found) - len(reached)
     return ((mean_sd(reached, decimals=0) if reached else "-")
@@ -139,7 +143,7 @@ def skip_rule_table(results: dict[str, Any]) -> list[str]:
              "alignment % |", "|---|---|---|---|---|---|"]
     for row in rows:
         free = windowed.get(row["run"], {}).get("metrics", {}).get("test/skip_short")
-        floors = [f"{100 * row['metrics'][f'test/skip_{kind}_{split}']:.1f}"
+        floors = [_percent([row], f"test/skip_{kind}_{split}")
                   for split in ("short", "long") for kind in ("teacher_forced", "true_alignment")]
         lines.append(" | ".join([f"| {row['run']}", "-" if free is None else f"{100 * free:.1f}",
                                  *floors]) + " |")

@@ -4,6 +4,7 @@ import torch
 
 from experiments.guided_attention.listen import SYNTHESES, skip_flags, synthesis_for
 from experiments.guided_attention.report import (
+    alignment_table,
     analysis,
     free_running,
     skip_rule_table,
@@ -86,6 +87,9 @@ def test_skip_flags_read_the_rule_on_attention_and_on_the_true_alignment() -> No
     model, timing = skip_flags(weights, true, torch.tensor([4, 4]), torch.tensor([4, 4]), silent)
     assert model == [False, True]
     assert timing == [True, False]
+    unknown = torch.full_like(true, -1)  # character input: flite times no character
+    assert skip_flags(weights, unknown, torch.tensor([4, 4]), torch.tensor([4, 4]),
+                      silent)[1] == [None, None]
 
 
 def test_skip_rule_table_sets_the_floor_beside_the_free_running_rate() -> None:
@@ -98,8 +102,18 @@ def test_skip_rule_table_sets_the_floor_beside_the_free_running_rate() -> None:
     stage["metrics"]["test/skip_short"] = 0.25
     table = skip_rule_table({"runs": [stage, row]})
     assert table[-1] == "| guided-s0 | 25.0 | 5.0 | 10.0 | 20.0 | 30.0 |"
+    untimed = {**row, "metrics": {k: v for k, v in row["metrics"].items() if "true" not in k}}
+    assert skip_rule_table({"runs": [stage, untimed]})[-1] == \
+        "| guided-s0 | 25.0 | 5.0 | - | 20.0 | - |"
     with_floor = {**RESULTS, "runs": [*RESULTS["runs"], row]}
     assert "## How often the skip rule fires" in analysis(with_floor)
+
+
+def test_a_run_without_an_alignment_curve_is_not_scored_as_never_aligned() -> None:
+    characters = {**_run("characters", 0, -1, [0.5]), "curves": {}}
+    characters["metrics"] = {"val/focus_rate": 0.8}
+    row = alignment_table({"characters": [characters]})[-1]
+    assert row.startswith("| characters | 1 | - | - | - | 0.800 |")
 
 
 def test_the_unguided_ratio_says_how_many_seeds_never_aligned() -> None:
