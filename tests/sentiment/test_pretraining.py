@@ -94,6 +94,25 @@ def test_pretraining_reads_each_review_whole_in_windows(reviews: None) -> None:
     assert all(len(row) <= 16 for row in rows)
 
 
+def test_pretraining_windows_carry_their_tokens_valences(ratings: list) -> None:
+    dm = sentiment.SentimentDataModule(dataset="imdb", objective="mlm", vocab_size=120,
+                                       max_length=16, batch_size=4, lexicon=True)
+    dm.setup("fit")
+    encodings, valence = dm._encode(dm.splits["train"].texts)
+    expected = sorted(
+        (CLS_ID, *encoding.ids[start:start + 15], 0.0, *values[start:start + 15])
+        for encoding, values in zip(encodings, valence, strict=True)
+        for start in window_starts(len(encoding.ids), 15))
+    served = sorted(
+        (*tokens[:length].tolist(), *values[:length].tolist())
+        for batch in dm.train_dataloader()
+        for tokens, values, length in zip(batch["tokens"], batch["valence"], batch["lengths"],
+                                          strict=True))
+    assert len(served) == len(expected)
+    assert all(got == pytest.approx(want) for got, want in zip(served, expected, strict=True))
+    assert any(value < 0 for row in served for value in row)  # "dreadful" is in the lexicon
+
+
 def test_pretraining_on_another_data_set_is_a_usage_error() -> None:
     with pytest.raises(UsageError, match="objective=mlm"):
         sentiment.SentimentDataModule(objective="mlm")
