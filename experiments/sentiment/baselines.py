@@ -39,7 +39,8 @@ from suite.data import atomic_write_bytes
 from suite.errors import UsageError
 from suite.paths import ROOT
 from tasks.sentiment import imdb
-from tasks.sentiment.data import DATASET, DATASETS, RATINGS, check_dataset, load_splits
+from tasks.sentiment.data import DATASET, DATASETS, check_dataset, load_splits
+from tasks.sentiment.ratings import RATINGS
 
 C_GRID = (0.25, 1.0, 4.0, 16.0, 64.0)
 # NB-scaled rows are far larger than TF-IDF's unit-norm ones, so the useful C sit lower

@@ -1,13 +1,8 @@
-"""Sentiment data sets (Rotten Tomatoes sentences, IMDb reviews): loading, labels, splits,
-tokenizer, DataModule.
+"""Sentiment data sets (Rotten Tomatoes sentences, IMDb reviews): splits, tokenizer,
+DataModule.
 
-The sentences are those of Pang & Lee's movie-review (MR) set, each rated by ~20 people on
--4..+4 (Hutto & Gilbert, ICWSM 2014). Their mean rating gives both the usual binary polarity task
-and a five-class one. The file ships inside the vaderSentiment 3.3.2 sdist (the wheel lacks it),
-the only carrier reachable from machines without web access; GitHub is the fallback source for
-users who have it. Both are verified against one sha256 of the member's bytes.
-
-The second data set, ``imdb``, holds whole movie reviews with binary labels
+The first data set, ``rotten-tomatoes``, holds rated sentences (:mod:`tasks.sentiment.ratings`):
+a binary and a five-class task. The second, ``imdb``, holds whole movie reviews with binary labels
 (:mod:`tasks.sentiment.imdb`); its training split is also the unlabelled pretraining corpus
 (:func:`tasks.sentiment.imdb.imdb_pretraining_texts`).
 
@@ -21,9 +16,7 @@ Optionally each token also carries its word's valence from the VADER lexicon
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -32,16 +25,9 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Sampler
 
 from suite.cache import State, worst
-from suite.data import (
-    PyPIMember,
-    RemoteFile,
-    URLMember,
-    fetch,
-    pad_sequences,
-    text_lines,
-)
+from suite.data import fetch, pad_sequences
 from suite.errors import DataError, UsageError
-from tasks.sentiment import imdb
+from tasks.sentiment import imdb, ratings
 from tasks.sentiment.lexicon import fetch_lexicon, lexicon_state, load_lexicon, word_valence
 from tasks.sentiment.pretraining import window_starts
 from tasks.sentiment.splits import (
@@ -59,75 +45,8 @@ from tasks.sentiment.tokenizer import (
     train_tokenizer,
 )
 
-DATASET = "rotten-tomatoes"
+DATASET = ratings.DATASET
 DATASETS = (DATASET, imdb.DATASET)
-INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
-MEMBER = "hutto_ICWSM_2014/movieReviewSnippets_GroundTruth.txt"
-UPSTREAM_URL = ("https://github.com/cjhutto/vaderSentiment/raw/master/additional_resources/"
-                "hutto_ICWSM_2014.tar.gz")
-
-RATINGS = RemoteFile(
-    path="sentiment/movieReviewSnippets_GroundTruth.txt",
-    sha256="c8293b0d942e90e223ea2c0955d969040d1a1be514a978b9af0698940bd13350",
-    sources=(
-        PyPIMember("vaderSentiment", "3.3.2", MEMBER, sdist=True, inner=INNER_ARCHIVE),
-        URLMember(UPSTREAM_URL, member=MEMBER),
-    ),
-)
-
-CLASS_NAMES: dict[int, tuple[str, ...]] = {
-    2: ("negative", "positive"),
-    5: ("very negative", "negative", "neutral", "positive", "very positive"),
-}
-
-
-# ----------------------------------------------------------------------------- the file
-
-
-def read_ratings(path: Path) -> tuple[list[str], list[float]]:
-    """Parse ``id<TAB>mean_score<TAB>text`` lines into texts and mean ratings.
-
-    The bytes are UTF-8 (a handful of accented names), not latin-1 as one might guess; the
-    sha256 pins them, so a strict decode is safe. HTML entities (``&amp;``) left over from the
-    web pages are unescaped. A sentence that occurs twice is kept once (first rating), so the
-    same text can never sit in both train and test.
-    """
-    texts: list[str] = []
-    scores: list[float] = []
-    seen: set[str] = set()
-    for number, line in text_lines(path):
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise DataError(f"{path}:{number}: expected 'id<TAB>score<TAB>text', "
-                            f"got {len(fields)} field(s)")
-        try:
-            score = float(fields[1])
-        except ValueError as err:
-            raise DataError(f"{path}:{number}: score {fields[1]!r} is not a number") from err
-        text = html.unescape(fields[2]).strip()
-        if text and text not in seen:
-            seen.add(text)
-            texts.append(text)
-            scores.append(score)
-    if not texts:
-        raise DataError(f"{path}: no rated sentences")
-    return texts, scores
-
-
-def label_scores(scores: Sequence[float], classes: int) -> list[int | None]:
-    """Map mean ratings to labels; ``None`` marks a sentence the task leaves out.
-
-    Binary: positive iff the mean is > 0; a mean of exactly 0 has no polarity and is dropped.
-    Five classes, symmetric about 0 with bins at -2, -0.5, 0.5, 2: very negative (<= -2),
-    negative (<= -0.5), neutral (strictly between -0.5 and 0.5), positive (>= 0.5) and very
-    positive (>= 2).
-    """
-    if classes == 2:
-        return [None if s == 0 else int(s > 0) for s in scores]
-    if classes == 5:
-        return [0 if s <= -2 else 1 if s <= -0.5 else 2 if s < 0.5 else 3 if s < 2 else 4
-                for s in scores]
-    raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
 
 
 # ----------------------------------------------------------------------------- splits
@@ -157,8 +76,8 @@ def load_splits(classes: int = 2, seed: int = 0, fold: int | None = None, num_fo
         return imdb.load_splits()
     if fold is not None and not 0 <= fold < num_folds:
         raise ValueError(f"fold must be in 0..{num_folds - 1} (num_folds={num_folds}), got {fold}")
-    texts, scores = read_ratings(fetch(RATINGS))
-    labelled = zip(texts, label_scores(scores, classes), strict=True)
+    texts, scores = ratings.read_ratings(fetch(ratings.RATINGS))
+    labelled = zip(texts, ratings.label_scores(scores, classes), strict=True)
     kept = [(t, y) for t, y in labelled if y is not None]
     labels = torch.tensor([y for _, y in kept])
     if fold is None:
@@ -261,8 +180,8 @@ class SentimentDataModule(pl.LightningDataModule):
         if objective == "mlm" and dataset != imdb.DATASET:
             raise UsageError("data.objective=mlm pretrains on IMDb's training reviews only: "
                              f"set data.dataset={imdb.DATASET}, not {dataset}")
-        if classes not in CLASS_NAMES:
-            raise ValueError(f"classes must be one of {sorted(CLASS_NAMES)}, got {classes}")
+        if classes not in ratings.CLASS_NAMES:
+            raise ValueError(f"classes must be one of {sorted(ratings.CLASS_NAMES)}, got {classes}")
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2 ([CLS] and one token), got {max_length}")
         if fold is not None and not 0 <= fold < num_folds:
@@ -294,7 +213,7 @@ class SentimentDataModule(pl.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return list(CLASS_NAMES[self.classes])
+        return list(ratings.CLASS_NAMES[self.classes])
 
     @property
     def dataset_name(self) -> str:
@@ -306,7 +225,7 @@ class SentimentDataModule(pl.LightningDataModule):
         return f"{self.dataset}-{task}{fold}"
 
     def prepare_data(self) -> None:
-        fetch(imdb.REVIEWS if self.dataset == imdb.DATASET else RATINGS)
+        fetch(imdb.REVIEWS if self.dataset == imdb.DATASET else ratings.RATINGS)
         if self.lexicon:
             fetch_lexicon()
 
@@ -445,7 +364,7 @@ def prepare(dataset: str | None = None) -> None:
     if dataset is not None:
         check_dataset(dataset)
     if dataset in (None, DATASET):
-        fetch(RATINGS)
+        fetch(ratings.RATINGS)
         fetch_lexicon()
     if dataset in (None, imdb.DATASET):
         fetch(imdb.REVIEWS)
@@ -453,5 +372,5 @@ def prepare(dataset: str | None = None) -> None:
 
 def available() -> dict[str, State]:
     """Each sentiment data set's state in the cache (missing, ready or corrupt)."""
-    return {DATASET: worst([RATINGS.state(), lexicon_state()]),
+    return {DATASET: worst([ratings.RATINGS.state(), lexicon_state()]),
             imdb.DATASET: imdb.REVIEWS.state()}

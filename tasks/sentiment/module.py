@@ -41,7 +41,7 @@ from suite.errors import DataError, UsageError
 from suite.logging import log_figure, log_table
 from suite.module import ClassificationMetrics, Stage, TaskModule, tsv_field
 from tasks.sentiment import glove
-from tasks.sentiment.data import CLASS_NAMES, SentimentDataModule
+from tasks.sentiment.data import SentimentDataModule
 from tasks.sentiment.model import (
     Pool,
     Positions,
@@ -49,6 +49,7 @@ from tasks.sentiment.model import (
     pool_sequence,
 )
 from tasks.sentiment.pretraining import IGNORE, MASK_PROBABILITY, load_encoder, mask_tokens
+from tasks.sentiment.ratings import CLASS_NAMES
 from tasks.sentiment.tokenizer import PAD_ID, UNK_ID, load_tokenizer
 
 Batch = dict[str, Tensor]

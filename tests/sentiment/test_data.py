@@ -12,6 +12,7 @@ import torch
 from suite.errors import DataError, UsageError
 from tasks.sentiment import data as sentiment
 from tasks.sentiment import lexicon
+from tasks.sentiment import ratings as rotten_tomatoes
 from tasks.sentiment.tokenizer import SPECIAL_TOKENS, load_tokenizer, train_tokenizer
 
 from .tiny import rows
@@ -23,7 +24,7 @@ def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
     sentiment.prepare("rotten-tomatoes")  # idempotent
     assert sentiment.available() == {"rotten-tomatoes": "ready", "imdb": "ready"}
     assert lexicon.LEXICON.available()
-    texts, scores = sentiment.read_ratings(sentiment.RATINGS.local)
+    texts, scores = rotten_tomatoes.read_ratings(rotten_tomatoes.RATINGS.local)
     assert len(texts) == len(ratings)
     assert texts[0] == "a dreadful film , take 0 & more"  # entity unescaped, CRLF stripped
     assert scores == [s for _, s, _ in ratings]
@@ -34,18 +35,18 @@ def test_prepare_fetches_verifies_and_reads(ratings: list) -> None:
 def test_read_ratings_drops_duplicates_and_rejects_malformed_lines(tmp_path: Path) -> None:
     path = tmp_path / "r.txt"
     path.write_text("1\t1.5\tGood.\n2\t-1.0\tGood.\n3\t-2.0\tCafé bad.\n", encoding="utf-8")
-    assert sentiment.read_ratings(path) == (["Good.", "Café bad."], [1.5, -2.0])
+    assert rotten_tomatoes.read_ratings(path) == (["Good.", "Café bad."], [1.5, -2.0])
     path.write_text("1\t1.5\tGood.\n2\tBad.\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"r.txt:2: expected"):
-        sentiment.read_ratings(path)
+        rotten_tomatoes.read_ratings(path)
 
 
 def test_binary_and_five_class_labels_from_scores() -> None:
     scores = [-3.0, -2.0, -1.9, -0.5, -0.49, 0.0, 0.49, 0.5, 1.99, 2.0, 3.9]
-    assert sentiment.label_scores(scores, 2) == [0, 0, 0, 0, 0, None, 1, 1, 1, 1, 1]
-    assert sentiment.label_scores(scores, 5) == [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
+    assert rotten_tomatoes.label_scores(scores, 2) == [0, 0, 0, 0, 0, None, 1, 1, 1, 1, 1]
+    assert rotten_tomatoes.label_scores(scores, 5) == [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4]
     with pytest.raises(ValueError, match="classes must be one of"):
-        sentiment.label_scores(scores, 3)
+        rotten_tomatoes.label_scores(scores, 3)
 
 
 def test_holdout_split_is_seeded_disjoint_and_stratified(ratings: list) -> None:
@@ -61,7 +62,7 @@ def test_holdout_split_is_seeded_disjoint_and_stratified(ratings: list) -> None:
 
 
 def test_folds_partition_the_data(ratings: list) -> None:
-    labels = torch.tensor(sentiment.label_scores([s for _, s, _ in ratings], 5))
+    labels = torch.tensor(rotten_tomatoes.label_scores([s for _, s, _ in ratings], 5))
     folds = sentiment.stratified_folds(labels, 10, seed=0)
     assert sorted(torch.cat(folds).tolist()) == list(range(len(labels)))
     assert max(map(len, folds)) - min(map(len, folds)) <= 1
@@ -72,7 +73,7 @@ def test_folds_partition_the_data(ratings: list) -> None:
             classes=5, seed=0, fold=(fold + 1) % 10)["test"].texts
         assert len({t for s in splits.values() for t in s.texts}) == len(ratings)
         tests += splits["test"].texts
-    assert sorted(tests) == sorted(sentiment.read_ratings(sentiment.RATINGS.local)[0])
+    assert sorted(tests) == sorted(rotten_tomatoes.read_ratings(rotten_tomatoes.RATINGS.local)[0])
     with pytest.raises(ValueError, match="fold must be in 0..9"):
         sentiment.load_splits(classes=5, fold=10)
 
@@ -128,11 +129,11 @@ def test_encode_rejects_blank_text_and_reports_truncation(ratings: list) -> None
 
 def test_real_file_counts_when_cached() -> None:
     """The sha-pinned file parses to the documented counts (runs only where it is cached)."""
-    if not sentiment.RATINGS.available():
+    if not rotten_tomatoes.RATINGS.available():
         pytest.skip("rotten-tomatoes not in the data cache (suite data prepare sentiment)")
-    texts, scores = sentiment.read_ratings(sentiment.RATINGS.local)
+    texts, scores = rotten_tomatoes.read_ratings(rotten_tomatoes.RATINGS.local)
     assert len(texts) == 10_603  # 10,605 lines, two sentences rated twice
-    assert Counter(sentiment.label_scores(scores, 2)) == {1: 5241, 0: 5325, None: 37}
+    assert Counter(rotten_tomatoes.label_scores(scores, 2)) == {1: 5241, 0: 5325, None: 37}
 
 
 def test_a_cut_ratings_file_is_listed_corrupt_and_verify_fetches_it_again(
@@ -144,7 +145,7 @@ def test_a_cut_ratings_file_is_listed_corrupt_and_verify_fetches_it_again(
     assert main(["list"]) == 0
     assert "data: rotten-tomatoes [missing]" in capsys.readouterr().out
     sentiment.prepare()
-    path = sentiment.RATINGS.local
+    path = rotten_tomatoes.RATINGS.local
     whole = path.read_bytes()
     path.write_bytes(b"".join(whole.splitlines(keepends=True)[:5]))
     assert main(["list"]) == 0
