@@ -214,10 +214,11 @@ def _groups(rows: list[dict[str, Any]], names: list[str]) -> str:
 def _header(spec: dict[str, Any], results: dict[str, Any]) -> list[str]:
     """Title, question, how to reproduce, and how the rows were measured."""
     hw = results["hardware"]
+    threads = f"{hw['threads']} thread" + ("" if hw["threads"] == 1 else "s")
     parts = [f"# {spec.get('report', {}).get('title', spec['name'])}", "",
              spec.get("description", "").strip(), "",
              f"Reproduce: `{results['command']}` (generated {results['generated']}, "
-             f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {hw['threads']} threads, "
+             f"git {str(results['git_sha'])[:10]}, {hw['cpu']}, {threads}, "
              f"GPU: {hw['gpu'] or 'none'}).", ""]
     if results.get("jobs"):
         parts += [f"Runs trained {results['jobs']} at a time side by side (`--jobs "

@@ -54,3 +54,12 @@ def test_run_media_are_copied_and_audio_is_linked_not_shown(tmp_path: Path):
     lines = copy_figures(section, results, out, tmp_path / "runs")
     assert "![a map](map.png)" in lines and "- [listen](voice.wav)" in lines
     assert (out / "voice.wav").read_bytes() == b"wav"
+
+
+@pytest.mark.parametrize(("threads", "said"), [(1, "1 thread,"), (2, "2 threads,")])
+def test_header_counts_threads_in_words(threads: int, said: str):
+    from suite.report import _header
+
+    results = {"command": "suite experiment demo", "generated": "today", "git_sha": "abc",
+               "hardware": {"cpu": "CPU", "threads": threads, "gpu": None}, "runs": []}
+    assert said in "\n".join(_header({"name": "demo"}, results))
