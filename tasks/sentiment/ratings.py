@@ -37,7 +37,6 @@ CLASS_NAMES: dict[int, tuple[str, ...]] = {
 }
 
 
-
 def read_ratings(path: Path) -> tuple[list[str], list[float]]:
     """Parse ``id<TAB>mean_score<TAB>text`` lines into texts and mean ratings.
 
