@@ -38,9 +38,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from suite.data import atomic_write_bytes
 from suite.errors import UsageError
 from suite.paths import ROOT
-from tasks.sentiment import imdb
+from tasks.sentiment import imdb, ratings
 from tasks.sentiment.data import DATASET, DATASETS, check_dataset, load_splits
-from tasks.sentiment.ratings import RATINGS
 
 C_GRID = (0.25, 1.0, 4.0, 16.0, 64.0)
 # NB-scaled rows are far larger than TF-IDF's unit-norm ones, so the useful C sit lower
@@ -197,7 +196,7 @@ def baseline_row(classes: int, seed: int, c_grid: Sequence[float] | None = None,
     fit, default_grid = _baseline(model)
     check_dataset(dataset, classes)
     grid = list(default_grid if c_grid is None else c_grid)
-    data_file = imdb.REVIEWS if dataset == imdb.DATASET else RATINGS
+    data_file = imdb.REVIEWS if dataset == imdb.DATASET else ratings.RATINGS
     key_parts = [classes, seed, grid, data_file.sha256]
     if (model, dataset) != (TFIDF, DATASET):  # today's rows keep today's cache key
         key_parts = [model, dataset, *key_parts]

@@ -14,6 +14,7 @@ from scipy import sparse
 
 from experiments.sentiment import baselines
 from suite.errors import UsageError
+from tasks.sentiment import ratings as rotten_tomatoes
 
 from . import fake_imdb
 
@@ -79,7 +80,7 @@ def test_rows_on_imdb_and_todays_rows_unchanged(ratings: list, tmp_path: Path,
     [today] = baselines.rows([2], [0], [1.0])
     assert (today["name"], today["dataset"], today["overrides"]) == (
         "tfidf-logreg-binary-s0", "rotten-tomatoes-binary", {"data.seed": 0, "C_grid": [1.0]})
-    key = hashlib.sha256(json.dumps([2, 0, [1.0], baselines.RATINGS.sha256]).encode())
+    key = hashlib.sha256(json.dumps([2, 0, [1.0], rotten_tomatoes.RATINGS.sha256]).encode())
     assert (tmp_path / "runs" / "sentiment-baseline" / f"{key.hexdigest()[:16]}.json").is_file()
 
     with pytest.raises(UsageError, match="classes must be 2"):
