@@ -22,7 +22,8 @@ def _row(name: str, model: str, seed: int, acc: float, grid: list | None = None,
     stage = {"stage": model} if model.endswith("logreg") else {}  # baselines are stage rows
     return {"name": name, "model": model, "dataset": dataset, "seed": seed,
             "group": name.rsplit("-s", 1)[0], "overrides": overrides, "params": 10,
-            "train_seconds": 1.0, "metrics": {"test/acc": acc, "test/macro_f1": acc},
+            "train_seconds": 1.0,
+            "metrics": {"test/acc": acc, "test/macro_f1": acc, "val/acc": acc},
             **stage, **extra}
 
 
@@ -56,6 +57,8 @@ def test_targets_and_long_reviews_from_pretrained_imdb_and_cost_rows() -> None:
              train_seconds=3300.0, curves={"val/mlm_loss": [[100, 6.5]]}),
         _row("binary-pretrained-s0", "transformer-pretrained", 0, 0.79),
         _row("binary-pretrained-small-s0", "transformer-pretrained-small", 0, 0.81),
+        _row("binary-pretrained-small-lr1e-3-s0", "transformer-pretrained-small lr 1e-3", 0,
+             0.80),
         _row("tfidf-logreg-binary-s0", "tfidf-logreg", 0, 0.77),
         _row("nb-logreg-binary-s0", "nb-logreg", 0, 0.78),
         _row("imdb-pretrained-s0", "transformer-imdb-pretrained", 0, 0.88, **imdb),
@@ -78,6 +81,9 @@ def test_targets_and_long_reviews_from_pretrained_imdb_and_cost_rows() -> None:
     assert "Pretraining <= 60 min: **met** - 55.0 min." in text  # the longer of the two
     assert "- transformer-mlm (10 parameters): " in text
     assert "- transformer-mlm-small (10 parameters): " in text
+    # the probes, by validation accuracy (equal to the test accuracy in these rows)
+    assert ("| transformer-pretrained-small | 81.00 | 81.00 |\n"
+            "| transformer-pretrained-small lr 1e-3 | 80.00 | 80.00 |") in text
     assert "at equal or lower memory: **met**" in text
     assert "| first-512 | 87.00 | 900.0 | 1.0 | 300 | 4,800 |" in text
     assert "| local +-64 + global [CLS] | 512 | 0.512 | 512 |" in text
