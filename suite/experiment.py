@@ -182,6 +182,14 @@ def execute_all(runs: list[dict[str, Any]], experiment: str, root: Path, force: 
     return {run["name"]: rows[run["name"]] for run in runs}
 
 
+def _earlier_jobs(results_path: Path) -> int:
+    """How many runs the earlier ``results.json`` trained side by side (1 if it says nothing):
+    an invocation that trains no run keeps it, since the run rows it carries were timed so."""
+    if not results_path.is_file():
+        return 1
+    return int(json.loads(results_path.read_text()).get("jobs", 1))
+
+
 def run_experiment(name: str, quick: bool = False, force: bool = False,
                    only: list[str] | None = None, jobs: int = 1) -> Path:
     """Run (or resume) experiment ``name`` and write its report; returns the report folder.
@@ -215,8 +223,9 @@ def run_experiment(name: str, quick: bool = False, force: bool = False,
                "runs": [row for unit in units if unit in by_unit for row in by_unit[unit]]}
     carried = [row["name"] for unit, rows in earlier.items() if unit not in fresh for row in rows]
     left_out = [unit for unit in units if unit not in by_unit]
-    if jobs > 1 and planned:
-        results["jobs"] = jobs
+    side_by_side = jobs if chosen or not earlier else _earlier_jobs(out_dir / "results.json")
+    if side_by_side > 1 and planned:
+        results["jobs"] = side_by_side
     if carried:
         results["carried_over"] = carried
     if left_out:

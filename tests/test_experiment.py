@@ -397,6 +397,10 @@ def test_only_selects_stages_and_carries_the_other_rows_over(tmp_path, monkeypat
     calls.clear()
     out = experiment.run_experiment("demo", only=["a"])
     assert calls == ["a-s0"] and _rows(out)[1:] == [("peer-0", "peer"), ("peer-1", "peer")]
+    # runs trained side by side: a later stages-only invocation keeps saying so
+    experiment.run_experiment("demo", only=["a"], jobs=2, force=True)
+    out = experiment.run_experiment("demo", only=["peer"])
+    assert json.loads((out / "results.json").read_text())["jobs"] == 2
     # other parameters make the stage's rows stale: left out until the stage runs again
     changed = {**STAGED, "stages": [{**STAGED["stages"][0], "params": {"n": 3}}]}
     _staged(tmp_path, monkeypatch, changed)
