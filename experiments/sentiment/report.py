@@ -20,7 +20,7 @@ PRETRAINED = {"rotten-tomatoes-binary": _RT_ARMS, "rotten-tomatoes-5class": _RT_
               "imdb-binary": ("transformer-imdb-pretrained", "transformer-imdb-pretrained-small")}
 """The model names of each task's fine-tuned-from-pretraining arms (the wider and the small
 pretrained encoder, three seeds each): a target is judged on the better arm's mean."""
-SMALL_PROBES = "transformer-pretrained-small"
+SMALL_PROBES = _RT_ARMS[1]
 """The model-name prefix of the small pretrained arm's RT runs, its probes among them."""
 LONG_RUNS = ("imdb-first512", "imdb-headtail512", "imdb-local2048")
 TARGET_BINARY, TARGET_IMDB, FINE_MARGIN = 0.80, 0.90, 0.01
@@ -79,6 +79,11 @@ def _is_pretraining(run: dict[str, Any]) -> bool:
     fine-tunes' groups say ``pretrained``)."""
     group = str(run.get("group"))
     return group == "pretrain" or group.startswith("pretrain-")
+
+
+def _pretraining_runs(ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pretraining runs that logged a held-out masked-token loss curve."""
+    return [r for r in ours if _is_pretraining(r) and r.get("curves", {}).get("val/mlm_loss")]
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -142,7 +147,7 @@ def _accuracy_targets(means: dict[str, dict[str, float | None]]) -> list[str]:
         task_means = means.get(task, {})
         arms = {m: task_means[m] for m in PRETRAINED[task] if task_means.get(m) is not None}
         best = max(arms, key=lambda m: arms[m], default=None)
-        ours = arms.get(best) if best else None
+        ours = arms.get(best)
         baselines = [task_means.get(b) for b in BASELINES]
         ok = None
         if ours is not None and None not in baselines:
@@ -170,7 +175,7 @@ def _budget_targets(ours: list[dict[str, Any]]) -> list[str]:
 
 def _pretraining(ours: list[dict[str, Any]]) -> list[str]:
     """Each masked-LM run in words beside their curves (``pretraining.png``)."""
-    runs = [r for r in ours if _is_pretraining(r) and r.get("curves", {}).get("val/mlm_loss")]
+    runs = _pretraining_runs(ours)
     if not runs:
         return []
     lines = ["### Pretraining", ""]
@@ -331,8 +336,7 @@ def charts(results: dict[str, Any]) -> dict[str, Any]:
     """The pretraining curve (held-out masked-token loss and accuracy against steps) and a
     review's step cost against its length (log-log), when their rows exist."""
     out = {}
-    runs = [r for r in _ours(results)
-            if _is_pretraining(r) and r.get("curves", {}).get("val/mlm_loss")]
+    runs = _pretraining_runs(_ours(results))
     if runs:
         fig, (loss_ax, acc_ax) = pyplot().subplots(1, 2, figsize=(10, 4))
         for index, run in enumerate(runs):
